@@ -1,0 +1,7 @@
+//! aiofast-core: the pure-Rust engine behind aiofast.
+//!
+//! Nothing here knows about Python or HTTP; `crates/py` converts types and errors.
+
+pub mod error;
+
+pub use error::{Error, Result};

@@ -1,0 +1,26 @@
+"""aiofast: the operations layer for LLM traffic from Python.
+
+The public API is re-exported here; the native engine lives in ``aiofast._core``.
+"""
+
+from __future__ import annotations
+
+from aiofast._core import __version__
+from aiofast.errors import (
+    AiofastError,
+    ConfigError,
+    InvalidInputError,
+    NotFoundError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+
+__all__ = [
+    "AiofastError",
+    "ConfigError",
+    "InvalidInputError",
+    "NotFoundError",
+    "UpstreamError",
+    "UpstreamTimeoutError",
+    "__version__",
+]

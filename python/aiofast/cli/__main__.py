@@ -1,0 +1,7 @@
+"""``python -m aiofast.cli``."""
+
+import sys
+
+from aiofast.cli import main
+
+sys.exit(main())
