@@ -2,13 +2,16 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install install-dev lint test test-rust test-python wheel-test bench bench-smoke ci serve
+.PHONY: develop install install-dev lint test test-rust test-python wheel-test bench bench-smoke ci serve
 
 install:                 ## build the extension and install aiofast with its runtime deps
 	$(PIP) install .
 
 install-dev:             ## editable install with every tool the tests need
 	$(PIP) install -e '.[dev]'
+
+develop:                 ## quick rebuild of the extension into the active virtualenv
+	maturin develop --profile fastbuild -q
 
 lint:                    ## formatting, clippy, ruff, mypy
 	cargo fmt --all --check
