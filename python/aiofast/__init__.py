@@ -11,6 +11,7 @@ from aiofast.errors import (
     ConfigError,
     InvalidInputError,
     NotFoundError,
+    StoreUnavailableError,
     UpstreamError,
     UpstreamTimeoutError,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "ConfigError",
     "InvalidInputError",
     "NotFoundError",
+    "StoreUnavailableError",
     "UpstreamError",
     "UpstreamTimeoutError",
     "__version__",

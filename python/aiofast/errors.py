@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "InvalidInputError",
     "NotFoundError",
+    "StoreUnavailableError",
     "UpstreamError",
     "UpstreamTimeoutError",
 ]
@@ -46,3 +47,7 @@ class UpstreamError(AiofastError, ConnectionError):
 
 class UpstreamTimeoutError(UpstreamError, TimeoutError):
     """A provider did not answer within its timeout."""
+
+
+class StoreUnavailableError(AiofastError, ConnectionError):
+    """A shared store (Redis) did not answer within its bound, or is known to be down."""

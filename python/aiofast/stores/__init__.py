@@ -1,0 +1,2 @@
+"""Shared state for several gateway processes: Redis-backed limits, budgets,
+breakers, experiment counters and the response cache."""
