@@ -66,7 +66,7 @@ class RedisLimiter:
             candidates.append(self._encode_admit(check, now, keys, args))
 
         reply = await self.store.run(ADMIT, keys, args)
-        return self._decode_admit(rid, checks, candidates, reply)
+        return self._decode_admit(rid, checks, candidates, [int(v) for v in reply.split()])
 
     async def settle(
         self, reservation: Reservation, *, tokens: int | None = None, cost_usd: float = 0.0

@@ -4,7 +4,7 @@
 [redis]
 url_env = "AIOFAST_REDIS_URL"   # redis://[user:password@]host:port/db, or rediss:// for TLS
 namespace = "aiofast"           # hash tag of every key: one slot per admission, Cluster-safe
-timeout_ms = 100                # bound on every Redis call, connect included
+timeout_ms = 250                # bound on every Redis command (connect: connect_timeout_ms)
 instances = 4                   # gateway processes sharing Redis (for the `local` fallback)
 
 [redis.on_failure]              # fail_open | fail_closed | local, per feature
@@ -60,8 +60,8 @@ class RedisSettings(BaseModel):
 
     url_env: str = "AIOFAST_REDIS_URL"
     namespace: str = "aiofast"
-    timeout_ms: float = Field(default=100.0, gt=0, le=10_000)
-    connect_timeout_ms: float = Field(default=100.0, gt=0, le=10_000)
+    timeout_ms: float = Field(default=250.0, gt=0, le=10_000)
+    connect_timeout_ms: float = Field(default=250.0, gt=0, le=10_000)
     max_connections: int = Field(default=64, ge=1, le=10_000)
     probe_interval_ms: float = Field(default=500.0, gt=0, le=60_000)
     instances: int = Field(default=1, ge=1, le=10_000)

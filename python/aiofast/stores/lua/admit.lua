@@ -14,9 +14,9 @@
 --                next calendar period)
 --   rolling      KEYS totals, holds         ARGV limit, amount, hold_ms, window_ms, bucket_ms
 --
--- Reply: admitted (1/0), now_ms, then per check: admitted, remaining, reset_ms,
--- retry_ms (-1: waiting will not help) and the period index (budget: 0 previous,
--- 1 current, 2 next; otherwise 1).
+-- Reply: space-separated integers: admitted (1/0), now_ms, then per check: admitted,
+-- remaining, reset_ms, retry_ms (-1: waiting will not help) and the period index
+-- (budget: 0 previous, 1 current, 2 next; otherwise 1).
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -252,12 +252,13 @@ for _, check in ipairs(checks) do
   end
 end
 
-local reply = {admitted and 1 or 0, now}
+-- One bulk string instead of an array: a client parses it in one read, not one per field.
+local reply = {admitted and '1' or '0', int(now)}
 for _, check in ipairs(checks) do
-  reply[#reply + 1] = check.ok and 1 or 0
-  reply[#reply + 1] = check.remaining
-  reply[#reply + 1] = math.ceil(check.reset)
-  reply[#reply + 1] = math.ceil(check.retry)
-  reply[#reply + 1] = check.slot
+  reply[#reply + 1] = check.ok and '1' or '0'
+  reply[#reply + 1] = int(check.remaining)
+  reply[#reply + 1] = int(math.ceil(check.reset))
+  reply[#reply + 1] = int(math.ceil(check.retry))
+  reply[#reply + 1] = int(check.slot)
 end
-return reply
+return table.concat(reply, ' ')
