@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha1
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -50,6 +50,7 @@ logger = logging.getLogger("aiofast.stores.redis")
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 
 RecoveryHook = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,17 +142,26 @@ class RedisStore:
 
     async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA ``script``: one round trip, or StoreUnavailableError within the bound."""
+
+        async def evalsha(client: Redis) -> Any:
+            try:
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await client.script_load(script.source)
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
+
+        return await self.command(evalsha)
+
+    async def command(self, call: Callable[[Redis], Awaitable[T]]) -> T:
+        """Run ``call(client)`` within the bound; StoreUnavailableError when Redis is
+        unreachable or already known to be down (then without touching the network)."""
         if self._degraded_since is not None:
             raise StoreUnavailableError(f"Redis is unreachable ({self._last_error})")
         try:
             # The socket timeouts bound each step; this bounds the whole call, connection
             # handshake included, so a stopped Redis costs at most `bound_s`.
             async with timeout(self.settings.bound_s):
-                try:
-                    return await self.client.evalsha(script.sha, len(keys), *keys, *args)
-                except NoScriptError:
-                    await self.client.script_load(script.source)
-                    return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+                return await call(self.client)
         except _UNREACHABLE as exc:
             self._mark_degraded(exc)
             raise StoreUnavailableError(f"Redis is unreachable ({self._last_error})") from exc
