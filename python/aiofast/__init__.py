@@ -11,9 +11,16 @@ from aiofast.errors import (
     ConfigError,
     InvalidInputError,
     NotFoundError,
+    RouteExhaustedError,
     StoreUnavailableError,
     UpstreamError,
     UpstreamTimeoutError,
+)
+from aiofast.routing import (
+    RouteDecision,
+    RouteFacts,
+    Router,
+    RoutingSpec,
 )
 
 __all__ = [
@@ -21,6 +28,11 @@ __all__ = [
     "ConfigError",
     "InvalidInputError",
     "NotFoundError",
+    "RouteDecision",
+    "RouteExhaustedError",
+    "RouteFacts",
+    "Router",
+    "RoutingSpec",
     "StoreUnavailableError",
     "UpstreamError",
     "UpstreamTimeoutError",

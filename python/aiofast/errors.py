@@ -8,11 +8,14 @@ Errors raised by the Rust core are mapped to these classes in one place
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AiofastError",
     "ConfigError",
     "InvalidInputError",
     "NotFoundError",
+    "RouteExhaustedError",
     "StoreUnavailableError",
     "UpstreamError",
     "UpstreamTimeoutError",
@@ -51,3 +54,17 @@ class UpstreamTimeoutError(UpstreamError, TimeoutError):
 
 class StoreUnavailableError(AiofastError, ConnectionError):
     """A shared store (Redis) did not answer within its bound, or is known to be down."""
+
+
+class RouteExhaustedError(UpstreamError):
+    """No candidate deployment produced an answer within the attempt cap.
+
+    ``reply`` is the last upstream error reply (relay its status when the request itself
+    was at fault), ``attempts`` the calls made, ``reason`` a short code for the log.
+    """
+
+    def __init__(self, message: str, *, reason: str, attempts: list[Any], reply: Any = None):
+        super().__init__(message)
+        self.reason = reason
+        self.attempts = attempts
+        self.reply = reply

@@ -3,5 +3,6 @@
 //! Nothing here knows about Python or HTTP; `crates/py` converts types and errors.
 
 pub mod error;
+pub mod routing;
 
 pub use error::{Error, Result};

@@ -5,9 +5,11 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod routing;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    routing::register(m)?;
     Ok(())
 }
