@@ -181,6 +181,11 @@ class Service:
         assert self.process is not None
         return sum(_rss_kib(pid) for pid in _process_tree(self.process.pid)) / 1024
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the process and its descendants."""
+        assert self.process is not None
+        return sum(_cpu_seconds(pid) for pid in _process_tree(self.process.pid))
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -211,6 +216,16 @@ def _process_tree(root: int) -> list[int]:
         tree.append(pid)
         todo.extend(children.get(pid, []))
     return tree
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    # utime and stime, the 14th and 15th fields of the whole line, in clock ticks.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_kib(pid: int) -> int:

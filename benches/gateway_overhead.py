@@ -66,6 +66,7 @@ async def bench(args: argparse.Namespace, loop_name: str) -> None:
         samples: dict[str, list[float]] = {t.name: [] for t in cast.targets}
         round_medians: dict[str, list[float]] = {t.name: [] for t in cast.targets}
         errors: dict[str, dict[str, int]] = {t.name: {} for t in cast.targets}
+        cpu: dict[str, float] = {t.name: 0.0 for t in cast.targets}
         gc.collect()
         gc.freeze()
         gc.disable()
@@ -75,7 +76,10 @@ async def bench(args: argparse.Namespace, loop_name: str) -> None:
                 + cast.targets[: index % len(cast.targets)]
             )
             for target in order:
+                before = target.service.cpu_seconds() if target.service else 0.0
                 results = await sequential(pools[target.name], requests[target.name], per_round)
+                if target.service:
+                    cpu[target.name] += target.service.cpu_seconds() - before
                 latencies = [r.latency * 1000 for r in results if r.ok]
                 samples[target.name] += latencies
                 round_medians[target.name].append(h.median(latencies))
@@ -85,7 +89,8 @@ async def bench(args: argparse.Namespace, loop_name: str) -> None:
         for pool in pools.values():
             pool.close()
 
-    report(cast, samples, round_medians, errors, rounds, per_round, loop_name)
+    cpu_us = {name: seconds / (rounds * per_round) * 1e6 for name, seconds in cpu.items()}
+    report(cast, samples, round_medians, errors, cpu_us, rounds, per_round, loop_name)
 
 
 def report(
@@ -93,6 +98,7 @@ def report(
     samples: dict[str, list[float]],
     round_medians: dict[str, list[float]],
     errors: dict[str, dict[str, int]],
+    cpu_us: dict[str, float],
     rounds: int,
     per_round: int,
     loop_name: str,
@@ -117,12 +123,15 @@ def report(
             "round_medians_ms": round_medians[name],
             "samples": len(samples[name]),
             "errors": errors[name],
+            "gateway_cpu_us_per_request": cpu_us[name] if target.service else None,
         }
         error_count = sum(errors[name].values())
-        rows.append([target.label, p50, p99, added_p50, added_p99, error_count])
+        cpu = cpu_us[name] if target.service else None
+        rows.append([target.label, p50, p99, added_p50, added_p99, cpu, error_count])
 
     print(f"\ngateway overhead, concurrency 1, {rounds} interleaved rounds x {per_round} requests")
-    h.print_table(["target", "p50 ms", "p99 ms", "added p50", "added p99", "errors"], rows)
+    headers = ["target", "p50 ms", "p99 ms", "added p50", "added p99", "cpu us/req"]
+    h.print_table([*headers, "errors"], rows)
 
     verdicts = {}
     aiofast, bare, litellm = (figures.get(n) for n in ("aiofast", "bare", "litellm"))
