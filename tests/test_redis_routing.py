@@ -1,0 +1,142 @@
+"""Breakers and experiment counters shared through Redis by several processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from aiofast.stores.redis import RedisStore
+from aiofast.stores.redis_routing import BreakerSettings, SharedRouting
+from aiofast.stores.settings import RedisSettings
+from redis_server import RedisServer
+
+BREAKER = BreakerSettings(
+    failure_rate=0.5, min_calls=4, window_seconds=10, cooldown_seconds=0.2, half_open_calls=1
+)
+
+
+@pytest.fixture
+async def two(redis_url: str) -> AsyncIterator[tuple[SharedRouting, SharedRouting]]:
+    """Two processes' views of the same shared routing state."""
+    stores = [RedisStore.from_settings(RedisSettings(timeout_ms=2000), redis_url) for _ in "ab"]
+    views = (SharedRouting(stores[0], BREAKER, ["d1"]), SharedRouting(stores[1], BREAKER, ["d1"]))
+    for store in stores:
+        await store.start()
+    yield views
+    for store in stores:
+        await store.close()
+
+
+async def test_failures_from_both_processes_trip_the_breaker_for_both(
+    two: tuple[SharedRouting, SharedRouting],
+) -> None:
+    a, b = two
+    a.record("d1", ok=False)
+    a.record("d1", ok=True)
+    await a.sync()
+    assert a.allows("d1")
+
+    b.record("d1", ok=False)
+    b.record("d1", ok=False)
+    await b.sync()
+    await a.sync()
+    assert not a.allows("d1")
+    assert not b.allows("d1")
+    assert a.allows("d2")
+
+
+async def test_after_the_cooldown_the_fleet_sends_the_configured_trials_then_closes(
+    two: tuple[SharedRouting, SharedRouting],
+) -> None:
+    a, b = two
+    for _ in range(4):
+        a.record("d1", ok=False)
+    await a.sync()
+    await b.sync()
+    await asyncio.sleep(0.25)
+
+    # Both find it cooled and ask for a trial; Redis grants one in all.
+    assert not a.allows("d1")
+    assert not b.allows("d1")
+    await a.sync()
+    await b.sync()
+    granted = [a.allows("d1"), b.allows("d1")]
+    assert granted.count(True) == 1
+
+    winner = a if granted[0] else b
+    winner.record("d1", ok=True)
+    await winner.sync()
+    await a.sync()
+    await b.sync()
+    assert a.allows("d1")
+    assert b.allows("d1")
+
+
+async def test_a_failed_trial_opens_the_breaker_again(
+    two: tuple[SharedRouting, SharedRouting],
+) -> None:
+    a, _ = two
+    for _ in range(4):
+        a.record("d1", ok=False)
+    await a.sync()
+    await asyncio.sleep(0.25)
+    assert not a.allows("d1")
+    await a.sync()
+    assert a.allows("d1")
+    a.record("d1", ok=False)
+    await a.sync()
+    assert not a.allows("d1")
+
+
+async def test_experiment_counters_add_up_across_processes(
+    two: tuple[SharedRouting, SharedRouting],
+) -> None:
+    a, b = two
+    for _ in range(3):
+        a.count_assignment("prompt-v2", "control")
+    b.count_assignment("prompt-v2", "control")
+    b.count_assignment("prompt-v2", "treatment")
+    await a.sync()
+    await b.sync()
+    assert await a.experiment_counts("prompt-v2") == {"control": 4, "treatment": 1}
+
+
+async def test_without_redis_each_process_falls_back_to_its_own_breaker(
+    two: tuple[SharedRouting, SharedRouting], redis_server: RedisServer
+) -> None:
+    a, _ = two
+    for _ in range(4):
+        a.record("d1", ok=False)
+    await a.sync()
+    assert not a.allows("d1")
+
+    redis_server.kill()
+    a.count_assignment("e", "v")
+    with pytest.raises(ConnectionError):
+        await a.sync()
+    assert a.allows("d1")
+
+    redis_server.start()
+    await asyncio.sleep(0.7)  # the store's probe notices Redis is back
+    await a.sync()
+    assert await a.experiment_counts("e") == {"v": 1}
+
+
+async def test_background_sync_spreads_an_open_breaker(
+    two: tuple[SharedRouting, SharedRouting],
+) -> None:
+    a, b = two
+    a.sync_interval = b.sync_interval = 0.02
+    a.start()
+    b.start()
+    for _ in range(4):
+        a.record("d1", ok=False)
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+        if not b.allows("d1"):
+            break
+    assert not b.allows("d1")
+    await a.close()
+    await b.close()
