@@ -11,8 +11,8 @@ import aiohttp
 import orjson
 import pytest
 
-from aiofast import RouteExhaustedError
-from aiofast.routing import Executor, OutputCheck, RouteFacts, Router
+from aiofast import RouteExhaustedError, UpstreamError
+from aiofast.routing import Executor, OutputCheck, Plan, RouteFacts, Router
 from routing_upstream import FaultyUpstream, aiohttp_call, start
 
 QUOTA = orjson.dumps({"error": {"message": "no money", "code": "insufficient_quota"}})
@@ -297,3 +297,32 @@ async def test_retry_budget_limits_retries_in_an_outage(
             await run(router, upstream, session, executor=executor)
     # 20 requests, burst 2 plus 10 % of requests: at most 4 retries on top of 20 calls.
     assert 20 < upstream.calls("a") <= 24
+
+
+async def test_stream_failure_can_raise_for_callers_with_their_own_error_events(
+    upstream: FaultyUpstream, session: Any
+) -> None:
+    router = Router(spec(), seed=1)
+    upstream.script("a", ("cut", 1))
+    executor = Executor(router, stream_failures="raise")
+    routed = await run(router, upstream, session, stream=True, executor=executor)
+    received: list[bytes] = []
+
+    async def drain() -> None:
+        async for piece in routed.stream:
+            received.append(piece)
+
+    with pytest.raises(UpstreamError, match="stream_cut"):
+        await drain()
+    assert b"a-0" in b"".join(received)
+
+
+async def test_a_plan_pins_candidates_chosen_outside_the_router(
+    upstream: FaultyUpstream, session: Any
+) -> None:
+    router = Router(spec(), seed=1)
+    plan = Plan(candidates=["c", "b"], tier="large", explanation="tier=large; by=model")
+    call = aiohttp_call(session, upstream.url, {"model": "m", "messages": []})
+    routed = await Executor(router).run(plan, call, facts=RouteFacts())
+    assert routed.deployment.name == "c"
+    assert routed.route_header() == "tier=large; by=model; served_by=c; attempts=1"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiofast._core import RouteDecision, RouteFacts, route_bucket
 from aiofast.routing.constraints import OutputCheck
-from aiofast.routing.executor import Attempt, Call, Executor, Reply, Routed
+from aiofast.routing.executor import Attempt, Call, Decision, Executor, Plan, Reply, Routed
 from aiofast.routing.retry import RetryBudget, Verdict, backoff_delay, classify, retry_after
 from aiofast.routing.router import Router, load_spec
 from aiofast.routing.spec import (
@@ -33,10 +33,12 @@ __all__ = [
     "Call",
     "CascadeSpec",
     "Conditions",
+    "Decision",
     "DeploymentSpec",
     "Executor",
     "ExperimentSpec",
     "OutputCheck",
+    "Plan",
     "Reply",
     "RetryBudget",
     "RetrySpec",

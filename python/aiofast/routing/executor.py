@@ -25,21 +25,21 @@ import asyncio
 import logging
 import random
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import aiohttp
 import orjson
 
-from aiofast._core import RouteDecision, RouteFacts
-from aiofast.errors import RouteExhaustedError
+from aiofast._core import RouteFacts
+from aiofast.errors import RouteExhaustedError, UpstreamError
 from aiofast.routing.constraints import OutputCheck
 from aiofast.routing.retry import RetryBudget, Verdict, backoff_delay, classify, retry_after
 from aiofast.routing.router import Router
 from aiofast.routing.spec import DeploymentSpec, Timeouts
 
-__all__ = ["Attempt", "Call", "Executor", "Reply", "Routed"]
+__all__ = ["Attempt", "Call", "Decision", "Executor", "Plan", "Reply", "Routed"]
 
 logger = logging.getLogger("aiofast.routing")
 
@@ -68,6 +68,39 @@ class Reply:
 Call = Callable[[DeploymentSpec, Timeouts], Awaitable[Reply]]
 
 
+class Decision(Protocol):
+    """What the executor reads from a decision; :class:`aiofast.routing.RouteDecision`
+    has it, and so does a hand-made :class:`Plan`."""
+
+    @property
+    def candidates(self) -> Sequence[str]: ...
+
+    @property
+    def tier(self) -> str: ...
+
+    @property
+    def escalation_tier(self) -> str | None: ...
+
+    @property
+    def assignments(self) -> Sequence[tuple[str, str, bool]]: ...
+
+    def explain(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A decision made outside the router, for example a client naming one deployment."""
+
+    candidates: Sequence[str]
+    tier: str
+    explanation: str
+    escalation_tier: str | None = None
+    assignments: Sequence[tuple[str, str, bool]] = ()
+
+    def explain(self) -> str:
+        return self.explanation
+
+
 @dataclass(slots=True)
 class Attempt:
     """One call: where it went, how it ended, and what the executor did next."""
@@ -88,7 +121,7 @@ class Routed:
 
     reply: Reply
     deployment: DeploymentSpec
-    decision: RouteDecision
+    decision: Decision
     tier: str
     attempts: list[Attempt]
     cascade: str | None = None
@@ -174,6 +207,7 @@ class Executor:
         *,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        stream_failures: Literal["event", "raise"] = "event",
     ) -> None:
         self.router = router
         self.retry = router.spec.retry
@@ -181,10 +215,13 @@ class Executor:
         self.budget = RetryBudget(self.retry.budget_ratio, self.retry.budget_burst)
         self._rng = rng or random.Random()
         self._sleep = sleep
+        # "event": a committed stream that fails ends with an OpenAI-style SSE error event;
+        # "raise": it raises UpstreamError, for a caller that writes its own error event.
+        self._stream_failures = stream_failures
 
     async def run(
         self,
-        decision: RouteDecision,
+        decision: Decision,
         call: Call,
         *,
         facts: RouteFacts,
@@ -223,7 +260,7 @@ class Executor:
         return second
 
     async def _first_answer(
-        self, decision: RouteDecision, current: RouteDecision, request: _Request
+        self, decision: Decision, current: Decision, request: _Request
     ) -> Routed:
         for name in current.candidates:
             if name in request.visited:
@@ -401,7 +438,10 @@ class Executor:
         if failure is not None:
             routed.stream_error = failure
             logger.warning("stream from %s failed after the first chunk: %s", name, failure)
-            yield _error_event(failure, f"the upstream stream failed ({failure}) from {name}")
+            message = f"the upstream stream from {name!r} failed ({failure})"
+            if self._stream_failures == "raise":
+                raise UpstreamError(message)
+            yield _error_event(failure, message)
 
 
 class _StreamFailure(Exception):
