@@ -169,18 +169,24 @@ class _ResponseReader:
 
 
 class Connection(asyncio.Protocol):
-    """One keep-alive connection carrying one request at a time."""
+    """One keep-alive connection carrying one request at a time.
 
-    def __init__(self) -> None:
+    Completion is callback driven (a timer for the timeout, the pool told directly when
+    the connection is free again), so a request on an idle connection costs no task.
+    """
+
+    def __init__(self, pool: Pool | None = None) -> None:
+        self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.reader: _ResponseReader | None = None
         self.waiter: asyncio.Future[Exchange] | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.usable = True
 
     @classmethod
-    async def open(cls, host: str, port: int) -> Connection:
+    async def open(cls, host: str, port: int, pool: Pool | None = None) -> Connection:
         loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(cls, host, port)
+        _, protocol = await loop.create_connection(lambda: cls(pool), host, port)
         return protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -191,13 +197,20 @@ class Connection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send(
-        self, raw: bytes, exchange: Exchange, abort_after_events: int | None = None
+        self,
+        raw: bytes,
+        exchange: Exchange,
+        abort_after_events: int | None = None,
+        timeout: float | None = None,
     ) -> asyncio.Future[Exchange]:
-        """Write one request; the future resolves with ``exchange`` filled in."""
+        """Write one request; the future resolves with ``exchange`` filled in, never fails."""
         assert self.transport is not None, "send() before the connection is made"
         assert self.waiter is None, "one request at a time per connection"
-        self.waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.waiter = loop.create_future()
         self.reader = _ResponseReader(exchange, abort_after_events)
+        if timeout is not None:
+            self.timer = loop.call_later(timeout, self._time_out)
         exchange.sent = clock()
         self.transport.write(raw)
         return self.waiter
@@ -210,8 +223,7 @@ class Connection(asyncio.Protocol):
         if self.reader.feed(data, now):
             exchange = self.reader.exchange
             exchange.end = now
-            aborted = self.reader.state != _DONE
-            if aborted:
+            if self.reader.state != _DONE:
                 exchange.error = "aborted by client"
                 self.close()
             elif not self.reader.keep_alive:
@@ -220,17 +232,30 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.usable = False
-        if self.reader is not None and self.waiter is not None and not self.waiter.done():
+        if self.reader is not None:
             exchange = self.reader.exchange
             exchange.end = clock()
             if not self.reader.finish_on_close():
                 exchange.error = "connection lost before the response ended"
             self._resolve(exchange)
 
+    def _time_out(self) -> None:
+        if self.reader is not None:
+            exchange = self.reader.exchange
+            exchange.end = clock()
+            exchange.error = "timeout"
+            self.close()
+            self._resolve(exchange)
+
     def _resolve(self, exchange: Exchange) -> None:
         waiter, self.waiter, self.reader = self.waiter, None, None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if waiter is not None and not waiter.done():
             waiter.set_result(exchange)
+        if self.pool is not None:
+            self.pool.release(self)
 
     def close(self) -> None:
         self.usable = False
@@ -249,16 +274,23 @@ class Pool:
         self.opened = 0
         self.waiters: deque[asyncio.Future[Connection]] = deque()
 
-    async def acquire(self) -> Connection:
+    def take_idle(self) -> Connection | None:
+        """A free open connection, if there is one, without waiting."""
         while self.idle:
             connection = self.idle.pop()
             if connection.usable:
                 return connection
             self.opened -= 1
+        return None
+
+    async def acquire(self) -> Connection:
+        connection = self.take_idle()
+        if connection is not None:
+            return connection
         if self.opened < self.limit:
             self.opened += 1
             try:
-                return await Connection.open(self.host, self.port)
+                return await Connection.open(self.host, self.port, self)
             except OSError:
                 self.opened -= 1
                 raise
@@ -267,6 +299,7 @@ class Pool:
         return await waiter
 
     def release(self, connection: Connection) -> None:
+        """Called by a connection once its request is over (it may have closed)."""
         if not connection.usable:
             self.opened -= 1
             return
@@ -297,15 +330,21 @@ async def exchange_once(
         exchange.end = clock()
         exchange.error = f"connect: {exc}"
         return exchange
-    try:
-        await asyncio.wait_for(connection.send(raw, exchange, abort_after_events), timeout)
-    except asyncio.TimeoutError:
-        exchange.end = clock()
-        exchange.error = "timeout"
-        connection.close()
-    finally:
-        pool.release(connection)
-    return exchange
+    return await connection.send(raw, exchange, abort_after_events, timeout)
+
+
+def launch(
+    pool: Pool,
+    raw: bytes,
+    start: float,
+    timeout: float,
+    abort_after_events: int | None = None,
+) -> asyncio.Future[Exchange]:
+    """Start one request now; on an idle connection this is a write and a timer, no task."""
+    connection = pool.take_idle()
+    if connection is None:
+        return asyncio.ensure_future(exchange_once(pool, raw, start, timeout, abort_after_events))
+    return connection.send(raw, Exchange(start=start), abort_after_events, timeout)
 
 
 class Abandoned(NamedTuple):
@@ -328,8 +367,7 @@ async def open_loop(
     waiting for a free connection or for the generator itself counts against the server.
     """
     total = max(1, int(rate * duration))
-    tasks: list[asyncio.Task[Exchange]] = []
-    loop = asyncio.get_running_loop()
+    pending: list[asyncio.Future[Exchange]] = []
     begin = clock() + 0.005
     issued = 0
     while issued < total:
@@ -338,10 +376,9 @@ async def open_loop(
             start = begin + issued / rate
             request = requests[issued % len(requests)]
             if isinstance(request, Abandoned):
-                work = exchange_once(pool, request.raw, start, timeout, request.events)
+                pending.append(launch(pool, request.raw, start, timeout, request.events))
             else:
-                work = exchange_once(pool, request, start, timeout)
-            tasks.append(loop.create_task(work))
+                pending.append(launch(pool, request, start, timeout))
             issued += 1
         await asyncio.sleep(max(0.0, begin + issued / rate - clock()))
-    return list(await asyncio.gather(*tasks))
+    return list(await asyncio.gather(*pending))
