@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
+from aiofast.routing import RouteFacts
 from aiofast.stores.redis import RedisStore
-from aiofast.stores.redis_routing import BreakerSettings, SharedRouting
+from aiofast.stores.redis_routing import BreakerSettings, SharedRouter, SharedRouting
 from aiofast.stores.settings import RedisSettings
 from redis_server import RedisServer
 
@@ -140,3 +142,57 @@ async def test_background_sync_spreads_an_open_breaker(
     assert not b.allows("d1")
     await a.close()
     await b.close()
+
+
+def routing_spec() -> dict[str, Any]:
+    return {
+        "deployments": [
+            {"name": "mid-a", "upstream": "sim", "model": "m-mid"},
+            {"name": "mid-b", "upstream": "sim", "model": "m-mid"},
+        ],
+        "tiers": [{"name": "medium", "deployments": ["mid-a", "mid-b"]}],
+        "experiments": [
+            {
+                "name": "mid-split",
+                "variants": [
+                    {"name": "a", "weight": 50, "deployment": "mid-a"},
+                    {"name": "b", "weight": 50, "deployment": "mid-b"},
+                ],
+                "tiers": ["medium"],
+            }
+        ],
+        "breaker": {"min_calls": 4, "failure_rate": 0.5, "cooldown_seconds": 30},
+    }
+
+
+async def test_shared_routers_trip_together_and_count_every_process_assignments(
+    redis_url: str,
+) -> None:
+    stores = [RedisStore.from_settings(RedisSettings(timeout_ms=2000), redis_url) for _ in "ab"]
+    a, b = (SharedRouter(routing_spec(), store, seed=1) for store in stores)
+    for store in stores:
+        await store.start()
+
+    # Two failures in each process: neither one's own breaker trips (min_calls 4)...
+    for router in (a, b):
+        for _ in range(2):
+            assert router.start("mid-a")
+            router.record("mid-a", ok=False)
+    assert a.snapshot()["deployments"]["mid-a"]["breaker"]["phase"]["state"] == "closed"
+    # ...but together they do, for both.
+    await a.shared.sync()
+    await b.shared.sync()
+    await a.shared.sync()
+    assert not a.start("mid-a")
+    assert not b.start("mid-a")
+    assert a.start("mid-b")
+
+    for user in range(20):
+        a.decide(RouteFacts(model="medium", user=f"u{user}"))
+        b.decide(RouteFacts(model="medium", user=f"v{user}"))
+    await a.shared.sync()
+    await b.shared.sync()
+    counts = await a.shared.experiment_counts("mid-split")
+    assert sum(counts.values()) == 40
+    for store in stores:
+        await store.close()

@@ -24,14 +24,15 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiofast.errors import StoreUnavailableError
+from aiofast.routing import RouteDecision, RouteFacts, Router, RoutingSpec
 from aiofast.stores.redis import LuaScript, RedisStore
 
-__all__ = ["BreakerSettings", "SharedRouting"]
+__all__ = ["BreakerSettings", "SharedRouter", "SharedRouting"]
 
 logger = logging.getLogger("aiofast.stores.routing")
 
@@ -216,3 +217,54 @@ class SharedRouting:
             self._wake.clear()
             with contextlib.suppress(StoreUnavailableError):
                 await self.sync()
+
+
+class SharedRouter(Router):
+    """The routing layer's Router with its breakers and experiment counters shared.
+
+    Each call must pass this process's own breaker and the shared one; outcomes feed
+    both. Experiment assignments are counted in Redis for every process together.
+    """
+
+    def __init__(
+        self,
+        spec: RoutingSpec | Mapping[str, Any],
+        store: RedisStore,
+        *,
+        sync_interval: float = 0.25,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(spec, seed=seed, clock=clock)
+        breaker = self.spec.breaker
+        settings = BreakerSettings(
+            failure_rate=breaker.failure_rate,
+            min_calls=breaker.min_calls,
+            window_seconds=breaker.window_seconds,
+            cooldown_seconds=breaker.cooldown_seconds,
+            half_open_calls=breaker.half_open_calls,
+        )
+        names = [d.name for d in self.spec.deployments]
+        self.shared = SharedRouting(store, settings, names, sync_interval=sync_interval)
+
+    def decide(self, facts: RouteFacts) -> RouteDecision:
+        decision = super().decide(facts)
+        for experiment, variant, _ in decision.assignments:
+            self.shared.count_assignment(experiment, variant)
+        return decision
+
+    def start(self, deployment: str) -> bool:
+        if not super().start(deployment):
+            return False
+        if self.spec.breaker.shadow or self.shared.allows(deployment):
+            return True
+        super().abandon(deployment)
+        return False
+
+    def record(self, deployment: str, ok: bool, latency: float | None = None) -> None:
+        super().record(deployment, ok, latency)
+        self.shared.record(deployment, ok)
+
+    def abandon(self, deployment: str) -> None:
+        super().abandon(deployment)
+        self.shared.abandon(deployment)
