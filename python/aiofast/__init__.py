@@ -16,6 +16,13 @@ from aiofast.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from aiofast.limits import (
+    Admission,
+    Limiter,
+    ManualClock,
+    Refusal,
+    RequestContext,
+)
 from aiofast.routing import (
     RouteDecision,
     RouteFacts,
@@ -24,10 +31,15 @@ from aiofast.routing import (
 )
 
 __all__ = [
+    "Admission",
     "AiofastError",
     "ConfigError",
     "InvalidInputError",
+    "Limiter",
+    "ManualClock",
     "NotFoundError",
+    "Refusal",
+    "RequestContext",
     "RouteDecision",
     "RouteExhaustedError",
     "RouteFacts",

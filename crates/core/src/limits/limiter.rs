@@ -1,0 +1,539 @@
+//! The limiter: admits a request against every limit that applies, all or nothing, and
+//! settles it afterwards.
+//!
+//! Admission locks the one shard each applicable limit keeps the request's scope value
+//! in, always in limit order (so two requests can never wait on each other's locks),
+//! decides every limit, and commits only when every enforced limit admits. A refusal thus
+//! leaves no reservation anywhere, and concurrent requests cannot both take the last room.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::MutexGuard;
+use smallvec::SmallVec;
+
+use super::budget::{nano_to_usd, BudgetNow, BudgetPeriod};
+use super::clock::Clock;
+use super::decision::{self, Ask, Decision, Held, RefusalCode, Usage, Verdict};
+use super::reservations::{Reservation, Reservations};
+use super::spec::{LimitKind, LimitSpec, Mode, RequestScopes};
+use super::store::{Shard, Store};
+use crate::{Error, Result};
+
+/// At most this many expired reservations are settled inside one admission, so a backlog
+/// never lands on a single request; `Limiter::sweep` clears the rest.
+const EXPIRE_PER_ADMIT: usize = 4;
+
+/// One limit with its state and counters.
+#[derive(Debug)]
+struct Compiled {
+    spec: LimitSpec,
+    store: Store,
+    /// Refusals by [mode][kind]; shadow refusals are what enforcing would have refused.
+    refusals: [[AtomicU64; 4]; 2],
+}
+
+/// The headroom one meter has left, for `x-ratelimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Headroom {
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_ns: u64,
+}
+
+impl Headroom {
+    /// The tighter of two meters: the one with less left, else the one resetting later.
+    fn tighter(self, other: Headroom) -> Headroom {
+        if (other.remaining, std::cmp::Reverse(other.reset_ns))
+            < (self.remaining, std::cmp::Reverse(self.reset_ns))
+        {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// A refusal, naming the limit, its scope and the scope value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub limit: Arc<str>,
+    pub kind: LimitKind,
+    pub scope: String,
+    pub scope_value: String,
+    pub code: RefusalCode,
+    pub retry_after_ns: Option<u64>,
+    pub mode: Mode,
+}
+
+impl Refusal {
+    /// A sentence for the caller: what refused, and what to do about it.
+    pub fn message(&self) -> String {
+        let what = format!(
+            "{} limit '{}' for {} '{}'",
+            self.kind.as_str(),
+            self.limit,
+            self.scope,
+            self.scope_value
+        );
+        match (self.code, self.retry_after_ns) {
+            (RefusalCode::RequestTooLarge, _) => {
+                format!(
+                    "Request too large for the {what}: it can never fit; send a smaller request."
+                )
+            }
+            (RefusalCode::InsufficientQuota, _) => {
+                format!("The {what} is spent for this month.")
+            }
+            (_, Some(ns)) => format!(
+                "The {what} is reached. Retry after {:.3} s.",
+                ns as f64 / 1e9
+            ),
+            (_, None) => format!("The {what} is reached."),
+        }
+    }
+}
+
+/// The answer to one admission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// Settle with this; 0 when the request holds nothing that needs settling.
+    pub handle: u64,
+    /// `None` when admitted.
+    pub refusal: Option<Refusal>,
+    /// What shadow limits would have refused (the request was not refused for them).
+    pub shadow_refusals: Vec<Refusal>,
+    pub requests: Option<Headroom>,
+    pub tokens: Option<Headroom>,
+    /// The tier a budget near exhaustion asks to downgrade to.
+    pub downgrade_to: Option<Arc<str>>,
+}
+
+impl Admission {
+    pub fn admitted(&self) -> bool {
+        self.refusal.is_none()
+    }
+}
+
+/// What a request asks for: its scope values, tokens and worst-case cost to reserve.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub scopes: RequestScopes<'a>,
+    /// Input tokens plus the output tokens reserved for the answer.
+    pub tokens: u64,
+    /// Worst-case cost in nano-dollars.
+    pub cost_nano: u64,
+}
+
+/// What a settled request really used.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Actual {
+    pub tokens: u64,
+    pub cost_nano: u64,
+}
+
+/// Budget state of one scope value, for operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetView {
+    pub limit_usd: f64,
+    pub spent_usd: f64,
+    pub reserved_usd: f64,
+    pub remaining_usd: f64,
+    /// Seconds until a calendar period ends; `None` for rolling windows.
+    pub resets_in_s: Option<f64>,
+}
+
+/// One scope value of one limit, for operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryView {
+    pub scope_value: String,
+    pub requests_remaining: Option<u64>,
+    pub tokens_remaining: Option<u64>,
+    pub in_flight: Option<u32>,
+    pub budget: Option<BudgetView>,
+}
+
+/// One limit, for operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitView {
+    pub name: String,
+    pub scope: String,
+    pub mode: Mode,
+    /// Refusals by kind, as (kind, enforced, shadow).
+    pub refusals: Vec<(LimitKind, u64, u64)>,
+    pub keys: usize,
+    /// Spend of every scope value in its current period, summed.
+    pub spent_usd: f64,
+    /// Up to the requested number of scope values, those with budgets first.
+    pub entries: Vec<EntryView>,
+}
+
+/// The limiter of one process.
+pub struct Limiter {
+    limits: Vec<Compiled>,
+    clock: Arc<dyn Clock>,
+    reservations: Reservations,
+    reservation_ttl_ns: u64,
+}
+
+type Applicable<'a> = SmallVec<[(usize, &'a str); 8]>;
+
+impl Limiter {
+    /// `reservation_ttl_ns`: how long an unsettled reservation lives before it is settled
+    /// at its reserved amount.
+    pub fn new(
+        specs: Vec<LimitSpec>,
+        clock: Arc<dyn Clock>,
+        reservation_ttl_ns: u64,
+    ) -> Result<Self> {
+        if reservation_ttl_ns == 0 {
+            return Err(Error::Config(
+                "reservation_ttl must be a positive number of seconds".into(),
+            ));
+        }
+        let mut limits = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.into_iter().enumerate() {
+            spec.validate(&format!("limits[{i}] ({})", spec.name))?;
+            limits.push(Compiled {
+                spec,
+                store: Store::new(),
+                refusals: Default::default(),
+            });
+        }
+        Ok(Self {
+            limits,
+            clock,
+            reservations: Reservations::new(),
+            reservation_ttl_ns,
+        })
+    }
+
+    pub fn specs(&self) -> impl Iterator<Item = &LimitSpec> {
+        self.limits.iter().map(|l| &l.spec)
+    }
+
+    /// Decides a request against every limit that applies to it.
+    pub fn admit(&self, request: &Request<'_>) -> Result<Admission> {
+        let now = self.clock.monotonic_ns();
+        let applicable: Applicable<'_> = self
+            .limits
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.spec.applies_to(&request.scopes).map(|v| (i, v)))
+            .collect();
+        let budget_nows = self.budget_nows(&applicable, now)?;
+
+        // Lock in limit order, then decide everything before changing anything.
+        let mut guards: SmallVec<[MutexGuard<'_, Shard>; 8]> = applicable
+            .iter()
+            .map(|&(i, value)| self.limits[i].store.lock(value))
+            .collect();
+        let mut decisions: SmallVec<[Decision; 8]> = SmallVec::new();
+        for (slot, &(i, value)) in applicable.iter().enumerate() {
+            let ask = Ask {
+                now,
+                tokens: request.tokens,
+                cost: request.cost_nano,
+                budget_now: budget_nows[slot].as_ref(),
+            };
+            let spec = &self.limits[i].spec;
+            let (_, state) = guards[slot].entry(value, |s| s.is_idle(now, ask.budget_now));
+            decisions.push(decision::decide(spec, state, &ask));
+        }
+
+        let mut admission = Admission {
+            handle: 0,
+            refusal: None,
+            shadow_refusals: Vec::new(),
+            requests: None,
+            tokens: None,
+            downgrade_to: None,
+        };
+        let mut worst: Option<(usize, Verdict)> = None;
+        for (slot, d) in decisions.iter().enumerate() {
+            let Some(verdict) = d.refusal else { continue };
+            let (i, value) = applicable[slot];
+            let limit = &self.limits[i];
+            limit.refusals[mode_index(limit.spec.mode)][verdict.kind.index()]
+                .fetch_add(1, Ordering::Relaxed);
+            match limit.spec.mode {
+                Mode::Shadow => admission
+                    .shadow_refusals
+                    .push(self.refusal(i, value, verdict)),
+                Mode::Enforce => {
+                    worst = Some(match worst {
+                        Some((j, w)) if w.worse(verdict) == w => (j, w),
+                        _ => (slot, verdict),
+                    });
+                }
+            }
+        }
+        let admitted = worst.is_none();
+        if let Some((slot, verdict)) = worst {
+            let (i, value) = applicable[slot];
+            admission.refusal = Some(self.refusal(i, value, verdict));
+        }
+
+        let mut held: SmallVec<[Held; 4]> = SmallVec::new();
+        for (slot, &(i, value)) in applicable.iter().enumerate() {
+            let spec = &self.limits[i].spec;
+            let d = &decisions[slot];
+            let commits = admitted && d.refusal.is_none();
+            let (key, state) = guards[slot].entry(value, |_| false);
+            if commits {
+                decision::commit(spec, state, d, request.cost_nano);
+                if spec.tokens.is_some() || spec.concurrency.is_some() || spec.budget.is_some() {
+                    held.push(Held {
+                        spec: i as u32,
+                        key: Arc::clone(key),
+                    });
+                }
+                if d.near_exhaustion && admission.downgrade_to.is_none() {
+                    admission.downgrade_to = spec.downgrade_to.clone();
+                }
+            }
+            if spec.mode == Mode::Enforce {
+                self.note_headroom(
+                    &mut admission,
+                    spec,
+                    state.requests_tat,
+                    state.tokens_tat,
+                    now,
+                );
+            }
+        }
+        drop(guards);
+
+        if !held.is_empty() {
+            admission.handle = self.reservations.insert(Reservation {
+                deadline_ns: now.saturating_add(self.reservation_ttl_ns),
+                tokens: request.tokens,
+                cost: request.cost_nano,
+                held,
+            });
+            let expired =
+                self.reservations
+                    .take_expired_near(admission.handle, now, EXPIRE_PER_ADMIT);
+            self.expire(expired)?;
+        }
+        Ok(admission)
+    }
+
+    /// Settles a request at what it really used. Returns false when the handle was already
+    /// settled or expired (settling twice changes nothing).
+    pub fn settle(&self, handle: u64, actual: Actual) -> Result<bool> {
+        if handle == 0 {
+            return Ok(false);
+        }
+        let Some(reservation) = self.reservations.take(handle) else {
+            return Ok(false);
+        };
+        self.release(&reservation, actual)?;
+        Ok(true)
+    }
+
+    /// Expires every overdue reservation and drops idle state; returns (expired, evicted).
+    pub fn sweep(&self) -> Result<(usize, usize)> {
+        let now = self.clock.monotonic_ns();
+        let expired = self.reservations.take_all_expired(now);
+        let count = expired.len();
+        self.expire(expired)?;
+        let mut evicted = 0;
+        for limit in &self.limits {
+            let budget_now = self.budget_now(&limit.spec, now)?;
+            limit.store.for_each_shard(|shard| {
+                evicted += shard.sweep(|s| s.is_idle(now, budget_now.as_ref()));
+            });
+        }
+        Ok((count, evicted))
+    }
+
+    /// Scope values held in memory, over all limits.
+    pub fn key_count(&self) -> usize {
+        self.limits.iter().map(|l| l.store.len()).sum()
+    }
+
+    /// Reservations not yet settled or expired.
+    pub fn outstanding(&self) -> usize {
+        self.reservations.len()
+    }
+
+    /// The state of every limit; at most `max_entries` scope values per limit.
+    pub fn snapshot(&self, max_entries: usize) -> Result<Vec<LimitView>> {
+        let now = self.clock.monotonic_ns();
+        let mut views = Vec::with_capacity(self.limits.len());
+        for limit in &self.limits {
+            let spec = &limit.spec;
+            let budget_now = self.budget_now(spec, now)?;
+            let mut view = LimitView {
+                name: spec.name.to_string(),
+                scope: spec.scope.to_string(),
+                mode: spec.mode,
+                refusals: LimitKind::ALL
+                    .iter()
+                    .map(|&k| {
+                        let load = |m: usize| limit.refusals[m][k.index()].load(Ordering::Relaxed);
+                        (k, load(0), load(1))
+                    })
+                    .collect(),
+                keys: 0,
+                spent_usd: 0.0,
+                entries: Vec::new(),
+            };
+            let mut spent_nano = 0u64;
+            limit.store.for_each_shard(|shard| {
+                view.keys += shard.len();
+                for (key, state) in shard.iter_mut() {
+                    let entry = entry_view(spec, key, state, now, budget_now.as_ref());
+                    if let Some(budget) = &state.budget {
+                        spent_nano = spent_nano.saturating_add(budget.spent());
+                    }
+                    if view.entries.len() < max_entries {
+                        view.entries.push(entry);
+                    }
+                }
+            });
+            view.spent_usd = nano_to_usd(spent_nano);
+            views.push(view);
+        }
+        Ok(views)
+    }
+
+    fn refusal(&self, i: usize, value: &str, verdict: Verdict) -> Refusal {
+        let spec = &self.limits[i].spec;
+        Refusal {
+            limit: Arc::clone(&spec.name),
+            kind: verdict.kind,
+            scope: spec.scope.to_string(),
+            scope_value: value.to_string(),
+            code: verdict.code,
+            retry_after_ns: verdict.retry_after_ns,
+            mode: spec.mode,
+        }
+    }
+
+    fn note_headroom(
+        &self,
+        admission: &mut Admission,
+        spec: &LimitSpec,
+        requests_tat: u64,
+        tokens_tat: u64,
+        now: u64,
+    ) {
+        let pairs = [
+            (&spec.requests, requests_tat, &mut admission.requests),
+            (&spec.tokens, tokens_tat, &mut admission.tokens),
+        ];
+        for (rate, tat, slot) in pairs {
+            let Some(rate) = rate else { continue };
+            let here = Headroom {
+                limit: rate.limit(),
+                remaining: rate.remaining(tat, now),
+                reset_ns: rate.reset_ns(tat, now),
+            };
+            *slot = Some(match *slot {
+                Some(other) => other.tighter(here),
+                None => here,
+            });
+        }
+    }
+
+    fn budget_now(&self, spec: &LimitSpec, now: u64) -> Result<Option<BudgetNow>> {
+        match &spec.budget {
+            None => Ok(None),
+            Some(budget) => {
+                let wall = match budget.period() {
+                    BudgetPeriod::Window { .. } => 0,
+                    _ => self.clock.wall_ns(),
+                };
+                budget.now(now, wall).map(Some)
+            }
+        }
+    }
+
+    fn budget_nows(
+        &self,
+        applicable: &Applicable<'_>,
+        now: u64,
+    ) -> Result<SmallVec<[Option<BudgetNow>; 8]>> {
+        applicable
+            .iter()
+            .map(|&(i, _)| self.budget_now(&self.limits[i].spec, now))
+            .collect()
+    }
+
+    fn expire(&self, expired: Vec<Reservation>) -> Result<()> {
+        for reservation in expired {
+            let actual = Actual {
+                tokens: reservation.tokens,
+                cost_nano: reservation.cost,
+            };
+            self.release(&reservation, actual)?;
+        }
+        Ok(())
+    }
+
+    fn release(&self, reservation: &Reservation, actual: Actual) -> Result<()> {
+        let now = self.clock.monotonic_ns();
+        for held in &reservation.held {
+            let limit = &self.limits[held.spec as usize];
+            let budget_now = self.budget_now(&limit.spec, now)?;
+            let usage = Usage {
+                reserved_tokens: reservation.tokens,
+                tokens: actual.tokens,
+                reserved_cost: reservation.cost,
+                cost: actual.cost_nano,
+            };
+            let mut shard = limit.store.lock(&held.key);
+            let (_, state) = shard.entry(&held.key, |s| s.is_idle(now, budget_now.as_ref()));
+            decision::release(&limit.spec, state, &usage, now, budget_now.as_ref());
+        }
+        Ok(())
+    }
+}
+
+fn mode_index(mode: Mode) -> usize {
+    match mode {
+        Mode::Enforce => 0,
+        Mode::Shadow => 1,
+    }
+}
+
+fn entry_view(
+    spec: &LimitSpec,
+    key: &str,
+    state: &mut decision::ScopeState,
+    now: u64,
+    budget_now: Option<&BudgetNow>,
+) -> EntryView {
+    let budget = match (&spec.budget, &mut state.budget, budget_now) {
+        (Some(budget), Some(budget_state), Some(budget_now)) => {
+            budget_state.roll(budget_now);
+            let spent = budget_state.spent();
+            let reserved = budget_state.reserved();
+            let resets_in_s = match budget_now {
+                BudgetNow::Calendar { ends_in_ns, .. } => Some(*ends_in_ns as f64 / 1e9),
+                BudgetNow::Rolling { .. } => None,
+            };
+            Some(BudgetView {
+                limit_usd: nano_to_usd(budget.limit_nano()),
+                spent_usd: nano_to_usd(spent),
+                reserved_usd: nano_to_usd(reserved),
+                remaining_usd: nano_to_usd(
+                    budget
+                        .limit_nano()
+                        .saturating_sub(spent.saturating_add(reserved)),
+                ),
+                resets_in_s,
+            })
+        }
+        _ => None,
+    };
+    EntryView {
+        scope_value: key.to_string(),
+        requests_remaining: spec.requests.map(|r| r.remaining(state.requests_tat, now)),
+        tokens_remaining: spec.tokens.map(|r| r.remaining(state.tokens_tat, now)),
+        in_flight: spec.concurrency.map(|_| state.in_flight),
+        budget,
+    }
+}

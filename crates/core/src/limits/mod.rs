@@ -1,0 +1,27 @@
+//! Rate, token, concurrency and spend limits, decided per request with reservations.
+//!
+//! - [`rate`]: requests and tokens per period by GCRA (one arrival time per meter).
+//! - [`budget`]: dollars per calendar day or month in a time zone, or per rolling window.
+//! - [`decision`]: the state of one scope value and the pure decision over it.
+//! - [`limiter`]: all-or-nothing admission across limits, settlement, expiry, snapshots.
+//!
+//! The decision functions take plain data and the current time, so the same logic can run
+//! against state kept elsewhere (a Redis script) without change of meaning.
+
+pub mod budget;
+pub mod clock;
+pub mod decision;
+pub mod limiter;
+pub mod rate;
+pub mod reservations;
+pub mod spec;
+pub mod store;
+
+pub use budget::{usd_to_nano, usd_to_nano_ceil, Budget, BudgetPeriod};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use decision::RefusalCode;
+pub use limiter::{
+    Actual, Admission, BudgetView, EntryView, Headroom, LimitView, Limiter, Refusal, Request,
+};
+pub use rate::Rate;
+pub use spec::{LimitKind, LimitSpec, Mode, RequestScopes, ScopeKind};
