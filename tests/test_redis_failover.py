@@ -20,7 +20,7 @@ from redis_server import RedisServer
 MONTH = CalendarPeriod("month")
 SETTINGS = RedisSettings(timeout_ms=100, connect_timeout_ms=100, probe_interval_ms=50, instances=2)
 # Room for the event loop's own scheduling on a busy 2-core machine, on top of the bound.
-SLACK_S = 0.25
+SLACK_S = 0.5
 
 
 async def open_limiter(url: str, settings: RedisSettings = SETTINGS) -> SharedLimiter:
@@ -161,6 +161,6 @@ async def test_spend_recorded_locally_reaches_redis_when_it_returns(
     await wait_until(lambda: not limiter.store.degraded)
     await limiter.replay()
     label = MONTH.window(datetime.now(timezone.utc))[0][1]
-    totals = await limiter.store.client.hgetall(limiter.store.key("spend", "team:t", label))
-    assert totals[b"spent"] == b"200000000"
-    assert totals[b"reserved"] == b"0"
+    client, key = limiter.store.client, limiter.store.key
+    assert await client.hget(key("spend", "team:t", label), "spent") == b"200000000"
+    assert await client.hget(key("budget", "team:t", "month"), "reserved") == b"0"

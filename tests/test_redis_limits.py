@@ -61,6 +61,7 @@ async def test_a_request_larger_than_the_burst_is_told_waiting_will_not_help(
 
     assert not admission.admitted
     assert admission.refusal is not None
+    assert admission.refusal.code == "request_too_large"
     assert admission.refusal.retry_after_s is None
 
 
@@ -127,8 +128,8 @@ async def test_fifty_concurrent_requests_on_a_budget_for_three_admit_three(
         assert admission.reservation is not None
         await limiter.settle(admission.reservation, cost_usd=0.004)
     label = MONTH.window(datetime.now(timezone.utc))[0][1]
-    totals = await store.client.hgetall(store.key("spend", "team:t", label))
-    assert totals == {b"spent": b"12000000", b"reserved": b"0"}
+    assert await store.client.hget(store.key("spend", "team:t", label), "spent") == b"12000000"
+    assert await store.client.hget(store.key("budget", "team:t", "month"), "reserved") == b"0"
 
 
 async def test_settle_charges_the_real_cost_and_frees_the_rest(limiter: RedisLimiter) -> None:
@@ -165,20 +166,30 @@ async def test_monthly_budget_refusal_has_no_retry_after(limiter: RedisLimiter) 
     budget = BudgetCheck("team:t", limit_usd=0.01, cost_usd=0.02, period=MONTH)
     refusal = (await limiter.admit([budget])).refusal
     assert refusal is not None
+    assert refusal.code == "request_too_large"
+    assert refusal.retry_after_s is None
+
+    spent = BudgetCheck("team:t", limit_usd=0.01, cost_usd=0.01, period=MONTH)
+    assert (await limiter.admit([spent])).admitted
+    refusal = (await limiter.admit([spent])).refusal
+    assert refusal is not None
+    assert refusal.code == "insufficient_quota"
     assert refusal.retry_after_s is None
     assert refusal.reset_s > 0
 
 
 async def test_daily_budget_refusal_retries_after_midnight(limiter: RedisLimiter) -> None:
     day = CalendarPeriod("day", "America/New_York")
-    refusal = (await limiter.admit([BudgetCheck("team:t", 0.01, 0.02, day)])).refusal
+    assert (await limiter.admit([BudgetCheck("team:t", 0.02, 0.015, day)])).admitted
+    refusal = (await limiter.admit([BudgetCheck("team:t", 0.02, 0.015, day)])).refusal
     assert refusal is not None
+    assert refusal.code == "budget_exceeded"
     assert refusal.retry_after_s is not None
     assert 0 < refusal.retry_after_s <= 25 * 3600
 
 
 async def test_rolling_budget_counts_settled_spend_in_its_window(limiter: RedisLimiter) -> None:
-    window = RollingPeriod(window_s=0.5, buckets=5)
+    window = RollingPeriod(window_s=0.5)
     budget = BudgetCheck("key:k", limit_usd=1.0, cost_usd=0.5, period=window)
     first = await limiter.admit([budget])
     assert first.reservation is not None
@@ -214,32 +225,38 @@ async def test_every_key_has_a_ttl_and_the_shared_hash_tag(
     await limiter.settle(admission.reservation, tokens=5, cost_usd=0.05)
     settled = await store.client.keys("*")
 
-    # Rate x2, holders, spend and holds x2 while held; holds empty out at settle.
+    # Rate x2, holders, budget state and holds x2 while held; at settle the holds and
+    # holders empty out, the month's spend and the settle marker appear.
     assert len(held) == 7
-    assert len(settled) == 5
+    assert len(settled) == 6
     for key in set(held) | set(settled):
         assert key.startswith(b"{aiofast}:")
         assert await store.client.pttl(key) > 0 or not await store.client.exists(key), key
 
 
 async def test_budget_period_label_is_in_the_key(limiter: RedisLimiter, store: RedisStore) -> None:
-    await limiter.admit([BudgetCheck("team:t", 1.0, 0.1, CalendarPeriod("day", "Asia/Tokyo"))])
+    admission = await limiter.admit(
+        [BudgetCheck("team:t", 1.0, 0.1, CalendarPeriod("day", "Asia/Tokyo"))]
+    )
+    assert admission.reservation is not None
+    await limiter.settle(admission.reservation, cost_usd=0.05)
     today = datetime.now(timezone.utc).astimezone(CalendarPeriod("day", "Asia/Tokyo").zone)
     assert await store.client.exists(store.key("spend", "team:t", f"{today:%Y-%m-%d}"))
 
 
 async def test_redis_clock_picks_the_period_not_the_gateway_clock(store: RedisStore) -> None:
-    """A gateway whose clock runs an hour fast sends tomorrow's window: Redis, still
-    in today, charges the previous label of the three it was given."""
+    """A gateway whose clock runs an hour fast sends tomorrow's window: Redis, still in
+    today, charges an expired hold to the previous label of the three it was given."""
     seconds, _ = await store.client.time()
     now_ms = seconds * 1000
-    keys = [store.key("spend", "t", label) + part for label in "abc" for part in ("", ":h")]
-    args = ["r1", 1, "budget", "0", 10, 1, 60_000, now_ms + 3_600_000, now_ms + 7_200_000, 1000]
-    reply = (await store.run(ADMIT, keys, args)).split()
-
-    assert reply[0] == b"1"
-    assert reply[-1] == b"0"
-    assert await store.client.exists(store.key("spend", "t", "a"))
+    keys = [store.key("state"), store.key("holds")]
+    keys += [store.key("spend", label) for label in "abc"]
+    window = [now_ms + 3_600_000, now_ms + 7_200_000, 1000, 0, "0"]
+    held = ["budget", 0, "0", 100, 10, 1, *window]
+    assert (await store.run(ADMIT, keys, ["r1", 1, *held])).split()[0] == b"1"
+    await asyncio.sleep(0.01)
+    await store.run(ADMIT, keys, ["r2", 1, *held])
+    assert await store.client.hget(store.key("spend", "a"), "spent") == b"10"
 
 
 async def test_scripts_are_reloaded_after_script_flush(

@@ -1,13 +1,16 @@
 """What one admission asks of the shared limits, and what it gets back.
 
-An admission is a list of checks, one per limit of every scope that applies to the
-request, each with the amount this request needs. The Redis script and the
-in-process fallback decide the same list the same way: a request is admitted only
-if every enforced check admits it, and then every admitting check reserves.
+An admission is a list of checks: one per meter (requests, tokens, concurrency,
+budget) of every limit that applies to the request, each with the amount this
+request needs. Checks of one limit share a ``group``: a limit commits only if all
+its meters fit, and a request is admitted only if no enforced limit refuses it. The
+decisions are those of the in-process limiter (``aiofast.limits``), including its
+refusal codes, so a refusal reads the same whichever backend decided it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Literal
@@ -15,11 +18,13 @@ from zoneinfo import ZoneInfo
 
 __all__ = [
     "NANO_USD",
+    "ROLLING_SLOTS",
     "Admission",
     "BudgetCheck",
     "CalendarPeriod",
     "Check",
     "CheckResult",
+    "Code",
     "ConcurrencyCheck",
     "Feature",
     "RateCheck",
@@ -27,17 +32,36 @@ __all__ = [
     "RollingPeriod",
     "Source",
     "usd_to_nano",
+    "usd_to_nano_ceil",
 ]
 
 NANO_USD = 1_000_000_000
-"""Money is counted in integer nano-dollars in Redis: exact sums, no float drift."""
+"""Money is counted in integer nano-dollars: exact sums, no float drift."""
+
+ROLLING_SLOTS = 16
+"""A rolling window is counted in this many slots (as in the in-process limiter)."""
 
 Feature = Literal["requests", "tokens", "concurrency", "budgets"]
 Source = Literal["redis", "local", "open", "closed"]
+Code = Literal[
+    "ok",
+    "rate_limit_exceeded",
+    "concurrency_limit_exceeded",
+    "budget_exceeded",
+    "insufficient_quota",
+    "request_too_large",
+    "store_unavailable",
+]
 
 
 def usd_to_nano(usd: float) -> int:
-    return round(usd * NANO_USD)
+    """Dollars to nano-dollars, to nearest: budgets and billed costs."""
+    return max(0, round(usd * NANO_USD))
+
+
+def usd_to_nano_ceil(usd: float) -> int:
+    """Dollars to nano-dollars, rounding up: reservations must not under-reserve."""
+    return max(0, math.ceil(usd * NANO_USD))
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +76,7 @@ class RateCheck:
     amount: int
     unit: Literal["requests", "tokens"] = "requests"
     shadow: bool = False
+    group: int = 0
 
     @property
     def feature(self) -> Feature:
@@ -71,6 +96,7 @@ class ConcurrencyCheck:
     limit: int
     lease_s: float = 600.0
     shadow: bool = False
+    group: int = 0
 
     @property
     def feature(self) -> Feature:
@@ -93,6 +119,17 @@ class CalendarPeriod:
         """Labels of the previous, current and next period, and the current period's
         start and end in epoch milliseconds. Redis picks among the three by its own
         clock, so a gateway whose clock is a little off still charges the right one."""
+        # Time-zone arithmetic costs more than the rest of an admission: reuse the
+        # window until the period ends.
+        now_ms = now.timestamp() * 1000
+        cached = _WINDOWS.get(self)
+        if cached is not None and cached[1] <= now_ms < cached[2]:
+            return cached
+        window = self._compute_window(now)
+        _WINDOWS[self] = window
+        return window
+
+    def _compute_window(self, now: datetime) -> tuple[tuple[str, str, str], int, int]:
         zone = self.zone
         today = now.astimezone(zone).date()
         if self.unit == "day":
@@ -110,28 +147,31 @@ class CalendarPeriod:
 
 @dataclass(frozen=True, slots=True)
 class RollingPeriod:
-    """The last ``window_s`` seconds, counted in ``buckets`` slices (a slice counts
-    in full until it has wholly left the window, so spend is never under-counted)."""
+    """The last ``window_s`` seconds, counted in 16 slots (a slot counts in full until
+    it has wholly left the window, so spend is never under-counted)."""
 
     window_s: float
-    buckets: int = 60
 
     @property
-    def bucket_ms(self) -> int:
-        return max(1, int(self.window_s * 1000 / self.buckets))
+    def slot_ms(self) -> int:
+        return max(1, math.ceil(self.window_s * 1000 / ROLLING_SLOTS))
 
 
 @dataclass(frozen=True, slots=True)
 class BudgetCheck:
-    """Spend per period; ``cost_usd`` is reserved now and replaced by the real cost
-    at settle. A hold not settled within ``hold_s`` is charged at its reserved amount."""
+    """Spend per period; ``cost_usd`` is reserved now and replaced by the real cost at
+    settle. A hold not settled within ``hold_s`` is charged at its reserved amount.
+    ``downgrade_at`` (a fraction of the limit) flags an admission that brings spend and
+    reservations to that share."""
 
     scope: str
     limit_usd: float
     cost_usd: float
     period: CalendarPeriod | RollingPeriod
-    hold_s: float = 900.0
+    hold_s: float = 600.0
     shadow: bool = False
+    group: int = 0
+    downgrade_at: float | None = None
 
     @property
     def feature(self) -> Feature:
@@ -143,18 +183,26 @@ class BudgetCheck:
 
     @property
     def cost_nano(self) -> int:
-        # Reserve the worst case: round up to the next nano-dollar.
-        return -(-round(self.cost_usd * NANO_USD * 1000) // 1000)
+        return usd_to_nano_ceil(self.cost_usd)
+
+    @property
+    def downgrade_at_nano(self) -> int:
+        return 0 if self.downgrade_at is None else round(self.limit_nano * self.downgrade_at)
 
 
 Check = RateCheck | ConcurrencyCheck | BudgetCheck
 
+_WINDOWS: dict[CalendarPeriod, tuple[tuple[str, str, str], int, int]] = {}
+
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """The decision of one check. ``remaining`` is in the check's unit (requests,
-    tokens, slots, or dollars for budgets); ``retry_after_s`` is None when waiting
-    would not help (an exhausted calendar budget, a request larger than the burst)."""
+    """The decision of one check.
+
+    ``remaining`` is in the check's unit (requests, tokens, slots, or dollars for
+    budgets) after this request when it was admitted; ``retry_after_s`` is None when
+    waiting would not help (a spent monthly budget, a request that can never fit).
+    """
 
     scope: str
     limit: Feature
@@ -163,14 +211,17 @@ class CheckResult:
     reset_s: float
     retry_after_s: float | None
     shadow: bool = False
+    code: Code = "ok"
+    near_exhaustion: bool = False
+    group: int = 0
 
 
 @dataclass(slots=True)
 class Reservation:
     """What an admitted request holds until it settles.
 
-    ``checks`` are the checks that reserved something; ``places`` says, per check,
-    where the backend keeps it (Redis keys of the chosen budget period, say).
+    ``checks`` are the checks that reserved something; ``places`` says, per check, where
+    the backend keeps it (Redis keys, say).
     """
 
     id: str
@@ -178,14 +229,14 @@ class Reservation:
     checks: tuple[Check, ...]
     places: tuple[tuple[str, ...], ...]
     settled: bool = False
-    mirror: Reservation | None = None
-    """The same request recorded in the in-process fallback (see SharedLimiter)."""
+    mirror: object | None = None
+    """The same request in the in-process fallback (see SharedLimiter)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Admission:
     """The answer to one admission: admitted or not, every check's decision, the
-    first enforced refusal, and where the decision was taken."""
+    enforced refusal that matters most, and where the decision was taken."""
 
     admitted: bool
     results: tuple[CheckResult, ...]
@@ -197,10 +248,22 @@ class Admission:
     def of(
         cls, results: tuple[CheckResult, ...], source: Source, reservation: Reservation | None
     ) -> Admission:
-        refusal = next((r for r in results if not r.admitted and not r.shadow), None)
+        refusal = None
+        for result in results:
+            if not result.admitted and not result.shadow:
+                refusal = result if refusal is None else _worse(refusal, result)
         return cls(
             refusal is None, results, source, reservation if refusal is None else None, refusal
         )
+
+
+def _worse(current: CheckResult, other: CheckResult) -> CheckResult:
+    """The refusal to report: one that waiting cannot cure, else the longer wait."""
+    if current.retry_after_s is None:
+        return current
+    if other.retry_after_s is None or other.retry_after_s > current.retry_after_s:
+        return other
+    return current
 
 
 def _midnight_ms(day: date, zone: ZoneInfo) -> int:

@@ -22,6 +22,7 @@ from aiofast.stores.checks import (
     CalendarPeriod,
     Check,
     CheckResult,
+    Code,
     ConcurrencyCheck,
     RateCheck,
     Reservation,
@@ -32,6 +33,12 @@ from aiofast.stores.checks import (
 __all__ = ["LocalLimiter", "share_of"]
 
 _SWEEP_EVERY = 4096
+_REFUSAL_CODES: dict[str, Code] = {
+    "requests": "rate_limit_exceeded",
+    "tokens": "rate_limit_exceeded",
+    "concurrency": "concurrency_limit_exceeded",
+    "budgets": "budget_exceeded",
+}
 
 
 def share_of(check: Check, instances: int) -> Check:
@@ -163,7 +170,7 @@ class LocalLimiter:
         self._expire_holds(check, spend, wall)
         spent = spend.spent
         if isinstance(check.period, RollingPeriod):
-            first_live = (wall - check.period.window_s * 1000) // check.period.bucket_ms + 1
+            first_live = (wall - check.period.window_s * 1000) // check.period.slot_ms + 1
             spent = sum(v for index, v in spend.buckets.items() if index >= first_live)
         left = check.limit_nano - spent - spend.reserved
         retry = reset_ms if isinstance(check.period, CalendarPeriod) else -1
@@ -206,7 +213,7 @@ class LocalLimiter:
     @staticmethod
     def _charge(check: BudgetCheck, spend: _Spend, amount: int, wall: float) -> None:
         if isinstance(check.period, RollingPeriod):
-            index = int(wall // check.period.bucket_ms)
+            index = int(wall // check.period.slot_ms)
             spend.buckets[index] = spend.buckets.get(index, 0) + amount
         else:
             spend.spent += amount
@@ -243,6 +250,7 @@ def _result(
     elif taken:
         remaining -= 1
     retry_after = None if ok or retry_ms < 0 else retry_ms / 1000
+    code: Code = "ok" if ok else _REFUSAL_CODES[check.feature]
     if isinstance(check, BudgetCheck):
         remaining /= NANO_USD
         monthly = isinstance(check.period, CalendarPeriod) and check.period.unit == "month"
@@ -256,4 +264,6 @@ def _result(
         max(reset_ms, 0) / 1000,
         retry_after,
         check.shadow,
+        code,
+        group=check.group,
     )

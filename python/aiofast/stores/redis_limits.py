@@ -1,17 +1,20 @@
 """Limits and budgets shared by every gateway process, decided inside Redis.
 
-One admission is one EVALSHA of ``lua/admit.lua`` (every scope, every limit, the
+One admission is one EVALSHA of ``lua/admit.lua`` (every scope, every meter, the
 budget holds: one round trip, atomic); one settle is one EVALSHA of
-``lua/settle.lua``. Key layout, all under the ``{namespace}`` hash tag:
+``lua/settle.lua``. Key layout, all under the ``{namespace}`` hash tag, so one
+admission's keys share a Cluster slot:
 
-    rate:<scope>:<unit>              GCRA theoretical arrival time (ms, from Redis TIME)
-    conc:<scope>                     sorted set of in-flight request ids, scored by lease end
-    spend:<scope>:<period label>     hash: spent, reserved (nano-dollars); rolling: per bucket
-    holds:<scope>:<period label>     sorted set of "<request id>:<amount>" by hold expiry
+    rate:<scope>:<unit>              GCRA theoretical arrival time (ms, Redis TIME)
+    conc:<scope>                     sorted set of in-flight request ids, by lease end
+    budget:<scope>:<period kind>     hash: reserved nano-dollars (rolling: spend per slot)
+    holds:<scope>:<period kind>      sorted set of "<request id>:<amount>" by expiry
+    spend:<scope>:<period label>     hash: spent nano-dollars of one calendar period
     settled:<request id>             marker that makes settle idempotent
 
-Every key carries a TTL: rate keys until the bucket is full again, holders until
-their lease ends, spend keys until their period is over plus a retention for reports.
+Every key carries a TTL: rate keys until the bucket is full again, holders and holds
+until the reservation expires, spend keys until their period is over plus a
+retention for reports. A new period is a new key: no reset job.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from aiofast.stores.checks import (
     CalendarPeriod,
     Check,
     CheckResult,
+    Code,
     ConcurrencyCheck,
     RateCheck,
     Reservation,
@@ -36,18 +40,25 @@ from aiofast.stores.checks import (
 )
 from aiofast.stores.redis import LuaScript, RedisStore
 
-__all__ = ["RedisLimiter"]
+__all__ = ["RETENTION_MS", "RedisLimiter"]
 
 ADMIT = LuaScript.bundled("admit")
 SETTLE = LuaScript.bundled("settle")
 
 # How long a finished period's spend stays readable (reports, /aiofast/usage).
-_RETENTION_MS = {"day": 2 * 86_400_000, "month": 35 * 86_400_000}
-_REPLY_FIELDS = 5
+RETENTION_MS = {"day": 2 * 86_400_000, "month": 35 * 86_400_000}
+_REPLY_FIELDS = 6
+_WAIT, _TOO_LARGE, _EXHAUSTED = 1, 2, 3
+_WAIT_CODES: dict[str, Code] = {
+    "requests": "rate_limit_exceeded",
+    "tokens": "rate_limit_exceeded",
+    "concurrency": "concurrency_limit_exceeded",
+    "budgets": "budget_exceeded",
+}
 
 
 class RedisLimiter:
-    """Admit and settle against limits kept in Redis."""
+    """Admit and settle checks against state kept in Redis."""
 
     def __init__(self, store: RedisStore) -> None:
         self.store = store
@@ -61,12 +72,24 @@ class RedisLimiter:
         now = datetime.now(timezone.utc)
         keys: list[str] = []
         args: list[Any] = [rid, len(checks)]
-        candidates: list[tuple[tuple[str, ...], ...]] = []
-        for check in checks:
-            candidates.append(self._encode_admit(check, now, keys, args))
+        places = [self._encode_admit(check, now, keys, args) for check in checks]
 
         reply = await self.store.run(ADMIT, keys, args)
-        return self._decode_admit(rid, checks, candidates, [int(v) for v in reply.split()])
+        values = [int(v) for v in reply.split()]
+        results = tuple(
+            _result(check, values[2 + i * _REPLY_FIELDS : 2 + (i + 1) * _REPLY_FIELDS])
+            for i, check in enumerate(checks)
+        )
+        reservation = None
+        if values[0]:
+            committed = _committed(results)
+            reservation = Reservation(
+                rid,
+                "redis",
+                tuple(c for c, r in zip(checks, results, strict=True) if r.group in committed),
+                tuple(p for p, r in zip(places, results, strict=True) if r.group in committed),
+            )
+        return Admission.of(results, "redis", reservation)
 
     async def settle(
         self, reservation: Reservation, *, tokens: int | None = None, cost_usd: float = 0.0
@@ -76,16 +99,15 @@ class RedisLimiter:
         ``tokens`` replaces the reserved tokens (None keeps them); ``cost_usd`` replaces
         the reserved cost. Raises StoreUnavailableError when Redis cannot be reached.
         """
+        now = datetime.now(timezone.utc)
         keys = [self.store.key("settled", reservation.id)]
         args: list[Any] = [reservation.id, _marker_ttl_ms(reservation.checks), 0]
-        parts = 0
         for check, place in zip(reservation.checks, reservation.places, strict=True):
-            part = _settle_part(check, place, tokens, usd_to_nano(cost_usd))
+            part = self._settle_part(check, place, tokens, usd_to_nano(cost_usd), now)
             if part is not None:
                 keys.extend(part[0])
                 args.extend(part[1])
-                parts += 1
-        args[2] = parts
+                args[2] += 1
 
         settled = bool(await self.store.run(SETTLE, keys, args))
         reservation.settled = True
@@ -95,140 +117,137 @@ class RedisLimiter:
         """Undo whatever an admission whose reply never came may have reserved.
 
         A call that timed out may still have run: a stopped Redis reads the request
-        from its socket once it resumes. Releasing the holds it could have made (in
-        every candidate budget period) and its concurrency slots is safe either way;
-        its rate counters stay charged, erring on the side of the limit.
+        from its socket once it resumes. Releasing the holds and slots it could have
+        taken is safe either way; its rate counters stay charged, erring on the side
+        of the limit.
         """
         keys = [self.store.key("settled", request_id)]
         args: list[Any] = [request_id, _marker_ttl_ms(checks), 0]
-        parts = 0
         for check in checks:
             if isinstance(check, RateCheck):
                 continue
-            for place in self._encode_admit(check, at, [], []):
-                part = _settle_part(check, place, None, 0)
-                if part is not None:
-                    keys.extend(part[0])
-                    args.extend(part[1])
-                    parts += 1
-        args[2] = parts
+            part = self._settle_part(check, self._encode_admit(check, at, [], []), None, 0, at)
+            if part is not None:
+                keys.extend(part[0])
+                args.extend(part[1])
+                args[2] += 1
         await self.store.run(SETTLE, keys, args)
 
-    async def charge(
-        self, scope: str, period: CalendarPeriod | RollingPeriod, usd: float, at: datetime
-    ) -> None:
-        """Add spend recorded elsewhere (locally during an outage) to a budget."""
+    async def charge(self, check: BudgetCheck, usd: float, at: datetime) -> None:
+        """Add spend recorded elsewhere (in this process during an outage) to the budget
+        of ``check``, in the period that contains ``at``."""
         marker = self.store.key("settled", uuid.uuid4().hex)
         nano = usd_to_nano(usd)
-        if isinstance(period, CalendarPeriod):
-            labels, _, end_ms = period.window(at)
-            ttl = end_ms - int(at.timestamp() * 1000) + _RETENTION_MS[period.unit]
-            keys = [marker, self.store.key("spend", scope, labels[1])]
-            args: list[Any] = ["charge", 60_000, 1, "charge", nano, max(ttl, 1)]
+        at_ms = int(at.timestamp() * 1000)
+        if isinstance(check.period, CalendarPeriod):
+            labels, _, end_ms = check.period.window(at)
+            ttl = end_ms - at_ms + RETENTION_MS[check.period.unit]
+            keys = [marker, self.store.key("spend", check.scope, labels[1])]
+            args: list[Any] = ["charge", 60_000, 1, "charge", nano, ttl]
         else:
-            keys = [marker, self.store.key("spend", scope, _rolling_label(period))]
-            at_ms = int(at.timestamp() * 1000)
-            window_ms = int(period.window_s * 1000)
-            args = ["charge", 60_000, 1, "charge_rolling", nano, window_ms, period.bucket_ms, at_ms]
+            period = check.period
+            keys = [marker, self._budget_keys(check)[0]]
+            ttl = int(period.window_s * 1000 + check.hold_s * 1000)
+            args = ["charge", 60_000, 1, "charge_rolling", nano, period.slot_ms, at_ms, ttl]
         await self.store.run(SETTLE, keys, args)
+
+    def _settle_part(
+        self,
+        check: Check,
+        place: tuple[str, ...],
+        tokens: int | None,
+        used_nano: int,
+        now: datetime,
+    ) -> tuple[tuple[str, ...], tuple[Any, ...]] | None:
+        if isinstance(check, RateCheck):
+            if check.unit != "tokens" or tokens is None or tokens == check.amount:
+                return None
+            return place, ("rate", repr(check.interval_ms), check.amount, tokens)
+        if isinstance(check, ConcurrencyCheck):
+            return place, ("concurrency",)
+        if isinstance(check.period, CalendarPeriod):
+            # Spend goes to the period Redis is in at settle: send this moment's candidates.
+            labels, start_ms, end_ms = check.period.window(now)
+            spend = tuple(self.store.key("spend", check.scope, label) for label in labels)
+            retention = RETENTION_MS[check.period.unit]
+            return place[:2] + spend, (
+                "budget",
+                check.cost_nano,
+                used_nano,
+                start_ms,
+                end_ms,
+                retention,
+            )
+        return place, ("rolling", check.cost_nano, used_nano, check.period.slot_ms)
+
+    def _budget_keys(self, check: BudgetCheck) -> tuple[str, str]:
+        kind: str = check.period.unit if isinstance(check.period, CalendarPeriod) else ""
+        if isinstance(check.period, RollingPeriod):
+            kind = f"rolling{int(check.period.window_s)}s"
+        return (
+            self.store.key("budget", check.scope, kind),
+            self.store.key("holds", check.scope, kind),
+        )
 
     def _encode_admit(
         self, check: Check, now: datetime, keys: list[str], args: list[Any]
-    ) -> tuple[tuple[str, ...], ...]:
-        """Append the check's keys and arguments; return where it may be kept (one place,
-        or three candidate periods for a calendar budget)."""
+    ) -> tuple[str, ...]:
+        """Append the check's keys and arguments; return the keys it reserves under."""
         shadow = "1" if check.shadow else "0"
-        key = self.store.key
+        head = (check.group, shadow)
         place: tuple[str, ...]
         if isinstance(check, RateCheck):
-            place = (key("rate", check.scope, check.unit),)
-            args.extend(("rate", shadow, repr(check.interval_ms), check.burst, check.amount))
-            keys.extend(place)
-            return (place,)
-        if isinstance(check, ConcurrencyCheck):
-            place = (key("conc", check.scope),)
-            args.extend(("concurrency", shadow, check.limit, int(check.lease_s * 1000)))
-            keys.extend(place)
-            return (place,)
-        hold_ms = int(check.hold_s * 1000)
-        if isinstance(check.period, CalendarPeriod):
+            place = (self.store.key("rate", check.scope, check.unit),)
+            args.extend(("rate", *head, repr(check.interval_ms), check.burst, check.amount))
+        elif isinstance(check, ConcurrencyCheck):
+            place = (self.store.key("conc", check.scope),)
+            args.extend(("concurrency", *head, check.limit, int(check.lease_s * 1000)))
+        elif isinstance(check.period, CalendarPeriod):
             labels, start_ms, end_ms = check.period.window(now)
-            periods = tuple(
-                (key("spend", check.scope, label), key("holds", check.scope, label))
-                for label in labels
-            )
-            retention = _RETENTION_MS[check.period.unit]
-            args.extend(("budget", shadow, check.limit_nano, check.cost_nano, hold_ms))
-            args.extend((start_ms, end_ms, retention))
-            for place in periods:
-                keys.extend(place)
-            return periods
-        label = _rolling_label(check.period)
-        place = (key("spend", check.scope, label), key("holds", check.scope, label))
-        window_ms = int(check.period.window_s * 1000)
-        args.extend(("rolling", shadow, check.limit_nano, check.cost_nano, hold_ms))
-        args.extend((window_ms, check.period.bucket_ms))
+            spend = tuple(self.store.key("spend", check.scope, label) for label in labels)
+            place = self._budget_keys(check) + spend
+            args.extend(("budget", *head, check.limit_nano, check.cost_nano))
+            args.extend((int(check.hold_s * 1000), start_ms, end_ms))
+            args.extend((RETENTION_MS[check.period.unit], check.downgrade_at_nano))
+            args.append("1" if check.period.unit == "month" else "0")
+        else:
+            place = self._budget_keys(check)
+            args.extend(("rolling", *head, check.limit_nano, check.cost_nano))
+            args.extend((int(check.hold_s * 1000), int(check.period.window_s * 1000)))
+            args.extend((check.period.slot_ms, check.downgrade_at_nano))
         keys.extend(place)
-        return (place,)
-
-    def _decode_admit(
-        self,
-        rid: str,
-        checks: Sequence[Check],
-        candidates: list[tuple[tuple[str, ...], ...]],
-        reply: list[int],
-    ) -> Admission:
-        results: list[CheckResult] = []
-        reserved: list[Check] = []
-        places: list[tuple[str, ...]] = []
-        for index, check in enumerate(checks):
-            ok, remaining, reset_ms, retry_ms, slot = reply[2 + index * _REPLY_FIELDS :][
-                :_REPLY_FIELDS
-            ]
-            results.append(_result(check, bool(ok), remaining, reset_ms, retry_ms))
-            if ok:
-                reserved.append(check)
-                options = candidates[index]
-                places.append(options[slot] if len(options) == 3 else options[0])
-
-        admitted = bool(reply[0])
-        reservation = (
-            Reservation(rid, "redis", tuple(reserved), tuple(places)) if admitted else None
-        )
-        return Admission.of(tuple(results), "redis", reservation)
+        return place
 
 
-def _result(check: Check, ok: bool, remaining: int, reset_ms: int, retry_ms: int) -> CheckResult:
-    reset_s = max(reset_ms, 0) / 1000
-    retry_after: float | None = None if retry_ms < 0 else retry_ms / 1000
-    value: float = remaining
-    if isinstance(check, BudgetCheck):
-        value = remaining / NANO_USD
-        if isinstance(check.period, CalendarPeriod) and not ok:
-            # A daily budget frees up at midnight; a monthly one is an exhausted quota,
-            # not something to retry (a distinct error for the caller).
-            retry_after = reset_s if check.period.unit == "day" and reset_ms > 0 else None
-    if ok:
-        retry_after = None
-    return CheckResult(check.scope, check.feature, ok, value, reset_s, retry_after, check.shadow)
+def _result(check: Check, fields: list[int]) -> CheckResult:
+    fits, remaining, reset_ms, retry_ms, near, code = fields
+    retry_after = None if fits or retry_ms < 0 else retry_ms / 1000
+    decided: Code = "ok"
+    if code == _WAIT:
+        decided = _WAIT_CODES[check.feature]
+    elif code == _TOO_LARGE:
+        decided = "request_too_large"
+    elif code == _EXHAUSTED:
+        decided = "insufficient_quota"
+    value: float = remaining / NANO_USD if isinstance(check, BudgetCheck) else remaining
+    return CheckResult(
+        check.scope,
+        check.feature,
+        bool(fits),
+        value,
+        reset_ms / 1000,
+        retry_after,
+        check.shadow,
+        decided,
+        bool(near),
+        check.group,
+    )
 
 
-def _settle_part(
-    check: Check, place: tuple[str, ...], tokens: int | None, used_nano: int
-) -> tuple[tuple[str, ...], tuple[Any, ...]] | None:
-    if isinstance(check, RateCheck):
-        if check.unit != "tokens" or tokens is None or tokens == check.amount:
-            return None
-        return place, ("rate", repr(check.interval_ms), tokens - check.amount)
-    if isinstance(check, ConcurrencyCheck):
-        return place, ("concurrency",)
-    if isinstance(check.period, CalendarPeriod):
-        return place, ("budget", check.cost_nano, used_nano)
-    return place, ("rolling", check.cost_nano, used_nano, check.period.bucket_ms)
-
-
-def _rolling_label(period: RollingPeriod) -> str:
-    return f"rolling{int(period.window_s)}s"
+def _committed(results: Sequence[CheckResult]) -> set[int]:
+    """Groups (limits) whose every meter fitted: those reserved."""
+    refused = {r.group for r in results if not r.admitted}
+    return {r.group for r in results} - refused
 
 
 def _marker_ttl_ms(checks: Sequence[Check]) -> int:

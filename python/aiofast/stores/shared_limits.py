@@ -97,7 +97,7 @@ class SharedLimiter:
         """Settle once (later calls return False); never raises when Redis is down."""
         if reservation.settled:
             return False
-        if reservation.mirror is not None:
+        if isinstance(reservation.mirror, Reservation):
             self.local.settle(reservation.mirror, tokens=tokens, cost_usd=cost_usd)
         if reservation.source == "redis":
             try:
@@ -135,7 +135,7 @@ class SharedLimiter:
                 replayed += 1
             while self._pending_charges:
                 check, cost, at = self._pending_charges[0]
-                await self.redis.charge(check.scope, check.period, cost, at)
+                await self.redis.charge(check, cost, at)
                 self._pending_charges.popleft()
                 replayed += 1
         except StoreUnavailableError:

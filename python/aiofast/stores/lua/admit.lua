@@ -1,25 +1,36 @@
--- One admission: every limit of every scope, decided and reserved atomically.
+-- One admission: every meter of every limit that applies, decided and reserved atomically.
 --
--- The time comes from Redis (TIME), so gateways with drifting clocks agree.
--- Nothing is written unless every enforced check admits (all or nothing); a check
--- in shadow mode is decided and reported but never refuses.
+-- The same decisions as the in-process limiter (aiofast.limits), on state kept here:
+-- GCRA for requests and tokens, a sorted set of holders for concurrency, spend per
+-- calendar period or rolling-window slot for budgets. The time comes from Redis (TIME),
+-- so gateways with drifting clocks agree. A request is admitted when no enforced limit
+-- refuses it; then every limit none of whose meters refused commits (a shadow limit
+-- that would have refused takes nothing). Nothing is written on a refusal.
 --
--- ARGV: reservation id, number of checks, then per check its kind, its shadow flag
--- ('1' or '0') and the fields of its kind. KEYS are consumed in check order.
+-- ARGV: reservation id, number of checks, then per check: kind, limit group (meters of
+-- one limit share it), shadow ('1'/'0') and the fields of its kind. KEYS are consumed
+-- in check order.
 --
---   rate         KEYS tat                   ARGV interval_ms, burst, amount
---   concurrency  KEYS holders               ARGV max, lease_ms
---   budget       KEYS 3 x (totals, holds)   ARGV limit, amount, hold_ms, start_ms, end_ms,
---                (previous, current and         retention_ms
---                next calendar period)
---   rolling      KEYS totals, holds         ARGV limit, amount, hold_ms, window_ms, bucket_ms
+--   rate         KEYS tat                      ARGV interval_ms, burst, amount
+--   concurrency  KEYS holders                  ARGV max, lease_ms
+--   budget       KEYS state, holds, spend of   ARGV limit, amount, hold_ms, start_ms, end_ms,
+--                the previous, current and          retention_ms, downgrade_at, monthly (1/0)
+--                next calendar period
+--   rolling      KEYS state, holds             ARGV limit, amount, hold_ms, window_ms,
+--                                                   slot_ms, downgrade_at
+--
+-- Budget state keeps what is reserved (and, for rolling windows, the spend per slot);
+-- holds are "<id>:<amount>" scored by expiry. Amounts are integer nano-dollars.
 --
 -- Reply: space-separated integers: admitted (1/0), now_ms, then per check: admitted,
--- remaining, reset_ms, retry_ms (-1: waiting will not help) and the period index
--- (budget: 0 previous, 1 current, 2 next; otherwise 1).
+-- remaining, reset_ms, retry_ms (-1: waiting will not help), near exhaustion (1/0) and a
+-- code (0 fits, 1 wait, 2 too large ever to fit, 3 spent for this month).
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+
+local FITS, WAIT, TOO_LARGE, EXHAUSTED = 0, 1, 2, 3
+local ROLLING_SLOTS = 16
 
 local id = ARGV[1]
 local count = tonumber(ARGV[2])
@@ -32,6 +43,10 @@ local function arg()
   return value
 end
 
+local function num()
+  return tonumber(arg())
+end
+
 local function key()
   local value = KEYS[keyi]
   keyi = keyi + 1
@@ -42,15 +57,25 @@ local function int(value)
   return string.format('%d', value)
 end
 
--- Reservations that were never settled (crashed handler, lost connection) are
--- charged at their reserved amount once they expire.
-local function expire_holds(totals, holds, charge_field)
-  local expired = redis.call('ZRANGEBYSCORE', holds, '-inf', now, 'LIMIT', 0, 256)
+-- The spend key of the calendar period Redis's clock is in, and when that period ends.
+local function calendar_period(check)
+  if now < check.start_ms then
+    return check.spend[1], check.start_ms
+  elseif now >= check.end_ms then
+    return check.spend[3], -1
+  end
+  return check.spend[2], check.end_ms
+end
+
+-- Holds never settled (crashed handler, lost client) are charged at their reserved
+-- amount once they expire, to the period they expire in.
+local function expire_holds(check, charge_key, charge_field)
+  local expired = redis.call('ZRANGEBYSCORE', check.holds, '-inf', now, 'LIMIT', 0, 64)
   for _, member in ipairs(expired) do
     local amount = tonumber(string.match(member, ':(%d+)$'))
-    redis.call('HINCRBY', totals, 'reserved', -amount)
-    redis.call('HINCRBY', totals, charge_field, amount)
-    redis.call('ZREM', holds, member)
+    redis.call('HINCRBY', check.state, 'reserved', -amount)
+    redis.call('HINCRBY', charge_key, charge_field, amount)
+    redis.call('ZREM', check.holds, member)
   end
 end
 
@@ -61,120 +86,114 @@ local function decide_rate(check)
   end
   local span = check.burst * check.interval
   local new_tat = tat + check.amount * check.interval
-  local allow_at = new_tat - span
-  check.before = math.min(math.floor((now + span - tat) / check.interval), check.burst)
+  check.before = math.floor((span - (tat - now)) / check.interval)
   check.reset_before = tat - now
-  if allow_at <= now then
-    check.ok = true
-    check.new_tat = new_tat
-    check.remaining = math.floor((now - allow_at) / check.interval)
+  if check.amount > check.burst then
+    check.code, check.retry = TOO_LARGE, -1
+  elseif new_tat <= now + span then
+    check.code, check.retry, check.new_tat = FITS, 0, new_tat
+    check.after = math.floor((span - (new_tat - now)) / check.interval)
     check.reset = new_tat - now
-    check.retry = 0
+    return
   else
-    check.ok = false
-    check.remaining = check.before
-    check.reset = tat - now
-    if check.amount > check.burst then
-      check.retry = -1
-    else
-      check.retry = allow_at - now
-    end
+    check.code, check.retry = WAIT, new_tat - now - span
   end
+  check.after, check.reset = check.before, check.reset_before
 end
 
 local function decide_concurrency(check)
   redis.call('ZREMRANGEBYSCORE', check.key, '-inf', now)
   local held = redis.call('ZCARD', check.key)
   check.before = check.max - held
-  check.ok = held < check.max
-  check.remaining = check.max - held
-  if check.ok then
-    check.remaining = check.remaining - 1
+  check.reset, check.reset_before = 0, 0
+  if held < check.max then
+    check.code, check.retry, check.after = FITS, 0, check.before - 1
+  else
+    -- No meter knows when an in-flight request ends: a one-second hint.
+    check.code, check.retry, check.after = WAIT, 1000, check.before
   end
-  check.reset = 0
-  check.retry = -1
+end
+
+local function budget_verdict(check, spent, ends_in)
+  local reserved = tonumber(redis.call('HGET', check.state, 'reserved')) or 0
+  local committed = spent + reserved
+  check.before = math.max(check.limit - committed, 0)
+  check.reset, check.reset_before = math.max(ends_in, 0), math.max(ends_in, 0)
+  if check.amount > check.limit then
+    check.code, check.retry, check.after = TOO_LARGE, -1, check.before
+    return false
+  end
+  local after = committed + check.amount
+  if after <= check.limit then
+    check.code, check.retry, check.after = FITS, 0, check.limit - after
+    check.near = check.downgrade_at > 0 and after >= check.downgrade_at
+    return false
+  end
+  check.after = check.before
+  return after - check.limit
 end
 
 local function decide_budget(check)
-  check.slot = 1
-  if now < check.start_ms then
-    check.slot = 0
-  elseif now >= check.end_ms then
-    check.slot = 2
+  local spend_key, ends_at = calendar_period(check)
+  expire_holds(check, spend_key, 'spent')
+  check.spend_key = spend_key
+  local spent = tonumber(redis.call('HGET', spend_key, 'spent')) or 0
+  local ends_in = ends_at >= 0 and ends_at - now or 0
+  if budget_verdict(check, spent, ends_in) then
+    if check.monthly then
+      check.code, check.retry = EXHAUSTED, -1
+    else
+      check.code, check.retry = WAIT, ends_in
+    end
   end
-  check.totals = check.keys[check.slot * 2 + 1]
-  check.holds = check.keys[check.slot * 2 + 2]
-  expire_holds(check.totals, check.holds, 'spent')
-
-  local spent = tonumber(redis.call('HGET', check.totals, 'spent')) or 0
-  local reserved = tonumber(redis.call('HGET', check.totals, 'reserved')) or 0
-  local left = check.limit - spent - reserved
-  check.before = math.max(left, 0)
-  check.ok = check.amount <= left
-  check.remaining = check.ok and (left - check.amount) or check.before
-  if check.slot == 1 then
-    check.reset = check.end_ms - now
-  elseif check.slot == 0 then
-    check.reset = check.start_ms - now
-  else
-    check.reset = -1
-  end
-  check.retry = check.ok and 0 or -1
 end
 
--- Rolling windows keep one spend counter per bucket (window / buckets wide); a
--- bucket counts in full until its whole width has left the window, so the sum
--- never under-counts what was spent in the window.
+-- Rolling windows keep the spend of each of 16 slots (window / 16 wide) in the state
+-- hash; a slot counts in full until it has wholly left the window.
 local function decide_rolling(check)
-  local first_live = math.floor((now - check.window) / check.bucket) + 1
-  expire_holds(check.totals, check.holds, 'b' .. math.floor(now / check.bucket))
+  local newest = math.floor(now / check.slot_ms)
+  expire_holds(check, check.state, 's' .. newest)
 
-  local fields = redis.call('HGETALL', check.totals)
-  local reserved = 0
-  local spent = 0
-  local buckets = {}
+  local fields = redis.call('HGETALL', check.state)
+  local spent, slots = 0, {}
   for i = 1, #fields, 2 do
-    local name, value = fields[i], tonumber(fields[i + 1])
-    if name == 'reserved' then
-      reserved = value
-    else
-      local index = tonumber(string.sub(name, 2))
-      if index < first_live then
-        redis.call('HDEL', check.totals, name)
+    local name = fields[i]
+    if string.sub(name, 1, 1) == 's' then
+      local slot, value = tonumber(string.sub(name, 2)), tonumber(fields[i + 1])
+      if slot <= newest - ROLLING_SLOTS then
+        redis.call('HDEL', check.state, name)
       else
         spent = spent + value
-        buckets[#buckets + 1] = {index, value}
+        slots[#slots + 1] = {slot, value}
       end
     end
   end
+  table.sort(slots, function(a, b) return a[1] < b[1] end)
 
-  local left = check.limit - spent - reserved
-  check.before = math.max(left, 0)
-  check.ok = check.amount <= left
-  check.remaining = check.ok and (left - check.amount) or check.before
-  check.reset = 0
-  check.retry = check.ok and 0 or -1
-  if #buckets > 0 then
-    table.sort(buckets, function(a, b) return a[1] < b[1] end)
-    check.reset = (buckets[#buckets][1] + 1) * check.bucket + check.window - now
+  local window_ends = check.slot_ms * ROLLING_SLOTS
+  local reset = 0
+  if #slots > 0 then
+    reset = (slots[#slots][1] + ROLLING_SLOTS) * check.slot_ms - now
   end
-  if not check.ok and check.amount <= check.limit - reserved then
-    -- Wait until enough old buckets have left the window.
-    local freed = left
-    for _, bucket in ipairs(buckets) do
-      freed = freed + bucket[2]
-      if freed >= check.amount then
-        check.retry = (bucket[1] + 1) * check.bucket + check.window - now
+  local excess = budget_verdict(check, spent, reset)
+  if excess then
+    -- Wait until enough of the oldest slots have left the window.
+    check.code, check.retry = WAIT, window_ends
+    local freed = 0
+    for _, slot in ipairs(slots) do
+      freed = freed + slot[2]
+      if freed >= excess then
+        check.retry = math.max((slot[1] + ROLLING_SLOTS) * check.slot_ms - now, 1)
         break
       end
     end
   end
 end
 
-local function reserve_hold(check, ttl)
-  redis.call('HINCRBY', check.totals, 'reserved', int(check.amount))
+local function hold(check, ttl)
+  redis.call('HINCRBY', check.state, 'reserved', int(check.amount))
   redis.call('ZADD', check.holds, now + check.hold, id .. ':' .. int(check.amount))
-  redis.call('PEXPIRE', check.totals, ttl)
+  redis.call('PEXPIRE', check.state, ttl)
   redis.call('PEXPIRE', check.holds, ttl)
 end
 
@@ -186,48 +205,37 @@ local function commit(check)
     redis.call('ZADD', check.key, now + check.lease, id)
     redis.call('PEXPIRE', check.key, check.lease)
   elseif check.kind == 'budget' then
-    local period_end = check.end_ms
-    if check.slot == 0 then
-      period_end = check.start_ms
+    hold(check, check.hold + check.retention)
+    if redis.call('PTTL', check.spend_key) < 0 then
+      redis.call('PEXPIRE', check.spend_key, math.max(check.end_ms - now, 0) + check.retention)
     end
-    local ttl = math.max(period_end - now, check.hold) + check.retention
-    reserve_hold(check, math.floor(ttl))
   else
-    reserve_hold(check, check.window + check.hold)
+    hold(check, check.hold + check.slot_ms * ROLLING_SLOTS)
   end
 end
 
 local checks = {}
 for i = 1, count do
-  local check = {kind = arg(), shadow = arg() == '1', slot = 1}
+  local check = {kind = arg(), group = arg(), shadow = arg() == '1', near = false}
   if check.kind == 'rate' then
     check.key = key()
-    check.interval = tonumber(arg())
-    check.burst = tonumber(arg())
-    check.amount = tonumber(arg())
+    check.interval, check.burst, check.amount = num(), num(), num()
     decide_rate(check)
   elseif check.kind == 'concurrency' then
     check.key = key()
-    check.max = tonumber(arg())
-    check.lease = tonumber(arg())
+    check.max, check.lease = num(), num()
     decide_concurrency(check)
   elseif check.kind == 'budget' then
-    check.keys = {key(), key(), key(), key(), key(), key()}
-    check.limit = tonumber(arg())
-    check.amount = tonumber(arg())
-    check.hold = tonumber(arg())
-    check.start_ms = tonumber(arg())
-    check.end_ms = tonumber(arg())
-    check.retention = tonumber(arg())
+    check.state, check.holds = key(), key()
+    check.spend = {key(), key(), key()}
+    check.limit, check.amount, check.hold = num(), num(), num()
+    check.start_ms, check.end_ms, check.retention = num(), num(), num()
+    check.downgrade_at, check.monthly = num(), arg() == '1'
     decide_budget(check)
   elseif check.kind == 'rolling' then
-    check.totals = key()
-    check.holds = key()
-    check.limit = tonumber(arg())
-    check.amount = tonumber(arg())
-    check.hold = tonumber(arg())
-    check.window = tonumber(arg())
-    check.bucket = tonumber(arg())
+    check.state, check.holds = key(), key()
+    check.limit, check.amount, check.hold = num(), num(), num()
+    check.window, check.slot_ms, check.downgrade_at = num(), num(), num()
     decide_rolling(check)
   else
     return redis.error_reply('aiofast admit: unknown check kind ' .. tostring(check.kind))
@@ -235,30 +243,31 @@ for i = 1, count do
   checks[i] = check
 end
 
+-- A limit commits only if all of its meters fit; the request, only if no enforced
+-- limit refuses.
 local admitted = true
+local group_fits = {}
 for _, check in ipairs(checks) do
-  if not check.ok and not check.shadow then
+  local fits = check.code == FITS
+  group_fits[check.group] = (group_fits[check.group] ~= false) and fits
+  if not fits and not check.shadow then
     admitted = false
   end
 end
 
-for _, check in ipairs(checks) do
-  if admitted and check.ok then
-    commit(check)
-  else
-    -- Nothing was taken: report what is left without this request.
-    check.remaining = check.before
-    check.reset = check.reset_before or check.reset
-  end
-end
-
--- One bulk string instead of an array: a client parses it in one read, not one per field.
 local reply = {admitted and '1' or '0', int(now)}
 for _, check in ipairs(checks) do
-  reply[#reply + 1] = check.ok and '1' or '0'
-  reply[#reply + 1] = int(check.remaining)
-  reply[#reply + 1] = int(math.ceil(check.reset))
+  local commits = admitted and group_fits[check.group]
+  if commits then
+    commit(check)
+  end
+  local remaining = commits and check.after or check.before
+  local reset = commits and check.reset or check.reset_before
+  reply[#reply + 1] = check.code == FITS and '1' or '0'
+  reply[#reply + 1] = int(math.max(remaining, 0))
+  reply[#reply + 1] = int(math.ceil(math.max(reset, 0)))
   reply[#reply + 1] = int(math.ceil(check.retry))
-  reply[#reply + 1] = int(check.slot)
+  reply[#reply + 1] = (commits and check.near) and '1' or '0'
+  reply[#reply + 1] = int(check.code)
 end
 return table.concat(reply, ' ')

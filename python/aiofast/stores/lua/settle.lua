@@ -1,19 +1,21 @@
 -- Settle one admission: release what it holds and charge what it really used.
 --
--- Idempotent: the first call sets the settle marker (KEYS[1]); any later call for
--- the same reservation changes nothing. A budget hold that already expired was
--- charged at its reserved amount then, so its late settle charges nothing more.
+-- Idempotent: the first call sets the settle marker (KEYS[1]); any later call for the
+-- same reservation changes nothing. A budget hold that already expired was charged at
+-- its reserved amount then, so its late settle charges nothing more. Spend is charged
+-- to the period Redis's clock is in when the request settles.
 --
--- ARGV: reservation id, marker ttl in ms, number of parts, then per part its kind
--- and fields. KEYS after the marker are consumed in part order.
+-- ARGV: reservation id, marker ttl in ms, number of parts, then per part its kind and
+-- fields. KEYS after the marker are consumed in part order.
 --
---   rate         KEYS tat            ARGV interval_ms, delta (used - reserved)
---   concurrency  KEYS holders        ARGV (none)
---   budget       KEYS totals, holds  ARGV reserved, used
---   rolling      KEYS totals, holds  ARGV reserved, used, bucket_ms
---   charge       KEYS totals         ARGV used, ttl_ms (spend recorded elsewhere, e.g.
---                                    locally while Redis was unreachable)
---   charge_rolling KEYS totals       ARGV used, ttl_ms, bucket_ms, at_ms
+--   rate            KEYS tat                     ARGV interval_ms, reserved, used
+--   concurrency     KEYS holders                 ARGV (none)
+--   budget          KEYS state, holds, spend of  ARGV reserved, used, start_ms, end_ms,
+--                   previous/current/next period      retention_ms
+--   rolling         KEYS state, holds            ARGV reserved, used, slot_ms
+--   charge          KEYS spend                   ARGV used, ttl_ms (spend recorded
+--                                                elsewhere, e.g. while Redis was away)
+--   charge_rolling  KEYS state                   ARGV used, slot_ms, at_ms, ttl_ms
 --
 -- Reply: 1 when this call settled, 0 when the reservation was already settled.
 
@@ -29,8 +31,8 @@ local count = tonumber(ARGV[3])
 local argi = 4
 local keyi = 2
 
-local function arg()
-  local value = ARGV[argi]
+local function num()
+  local value = tonumber(ARGV[argi])
   argi = argi + 1
   return value
 end
@@ -45,60 +47,76 @@ local function int(value)
   return string.format('%d', value)
 end
 
--- Releases the hold and charges `used` to `field`, unless the hold already expired.
-local function release_hold(totals, holds, reserved, used, field)
+-- Gives the hold back; true if it was still there (not expired, not settled).
+local function release_hold(state, holds, reserved)
   if redis.call('ZREM', holds, id .. ':' .. int(reserved)) == 1 then
-    redis.call('HINCRBY', totals, 'reserved', -reserved)
-    redis.call('HINCRBY', totals, field, int(used))
+    redis.call('HINCRBY', state, 'reserved', -reserved)
+    return true
+  end
+  return false
+end
+
+local function charge(spend_key, field, used, ttl)
+  redis.call('HINCRBY', spend_key, field, int(used))
+  if redis.call('PTTL', spend_key) < 0 then
+    redis.call('PEXPIRE', spend_key, math.max(ttl, 1))
+  end
+end
+
+-- Unused reserved units go back, never past a full bucket; extra units are charged,
+-- as they were already consumed upstream.
+local function reconcile(tat_key, interval, reserved, used)
+  local tat = tonumber(redis.call('GET', tat_key))
+  local new_tat
+  if used >= reserved then
+    new_tat = math.max(tat or now, now) + (used - reserved) * interval
+  elseif tat == nil or tat <= now then
+    return
+  else
+    new_tat = math.max(tat - (reserved - used) * interval, now)
+  end
+  if new_tat > now then
+    redis.call('SET', tat_key, string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1)
+  else
+    redis.call('DEL', tat_key)
   end
 end
 
 for _ = 1, count do
-  local kind = arg()
+  local kind = ARGV[argi]
+  argi = argi + 1
   if kind == 'rate' then
     local tat_key = key()
-    local interval = tonumber(arg())
-    local delta = tonumber(arg())
-    local tat = tonumber(redis.call('GET', tat_key))
-    -- A refund (delta < 0) gives back unused reserved tokens, never more than the
-    -- bucket holds; an overrun charges from now on, like a new admission would.
-    local new_tat = nil
-    if delta < 0 and tat ~= nil then
-      new_tat = math.max(tat + delta * interval, now)
-    elseif delta > 0 then
-      new_tat = math.max(tat or now, now) + delta * interval
-    end
-    if new_tat ~= nil then
-      if new_tat > now then
-        redis.call('SET', tat_key, string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1)
-      else
-        redis.call('DEL', tat_key)
-      end
-    end
+    reconcile(tat_key, num(), num(), num())
   elseif kind == 'concurrency' then
     redis.call('ZREM', key(), id)
   elseif kind == 'budget' then
-    local totals, holds = key(), key()
-    local reserved, used = tonumber(arg()), tonumber(arg())
-    release_hold(totals, holds, reserved, used, 'spent')
+    local state, holds = key(), key()
+    local spend = {key(), key(), key()}
+    local reserved, used, start_ms, end_ms, retention = num(), num(), num(), num(), num()
+    if release_hold(state, holds, reserved) then
+      local period, ends = spend[2], end_ms
+      if now < start_ms then
+        period, ends = spend[1], start_ms
+      elseif now >= end_ms then
+        period, ends = spend[3], end_ms + (end_ms - start_ms)
+      end
+      charge(period, 'spent', used, ends - now + retention)
+    end
   elseif kind == 'rolling' then
-    local totals, holds = key(), key()
-    local reserved, used, bucket = tonumber(arg()), tonumber(arg()), tonumber(arg())
-    release_hold(totals, holds, reserved, used, 'b' .. math.floor(now / bucket))
+    local state, holds = key(), key()
+    local reserved, used, slot_ms = num(), num(), num()
+    if release_hold(state, holds, reserved) then
+      redis.call('HINCRBY', state, 's' .. math.floor(now / slot_ms), int(used))
+    end
   elseif kind == 'charge' then
-    local totals = key()
-    local used, ttl = tonumber(arg()), tonumber(arg())
-    redis.call('HINCRBY', totals, 'spent', int(used))
-    if redis.call('PTTL', totals) < 0 then
-      redis.call('PEXPIRE', totals, ttl)
-    end
+    local spend_key = key()
+    local used, ttl = num(), num()
+    charge(spend_key, 'spent', used, ttl)
   elseif kind == 'charge_rolling' then
-    local totals = key()
-    local used, ttl, bucket, at = tonumber(arg()), tonumber(arg()), tonumber(arg()), tonumber(arg())
-    redis.call('HINCRBY', totals, 'b' .. math.floor(at / bucket), int(used))
-    if redis.call('PTTL', totals) < 0 then
-      redis.call('PEXPIRE', totals, ttl)
-    end
+    local state = key()
+    local used, slot_ms, at, ttl = num(), num(), num(), num()
+    charge(state, 's' .. math.floor(at / slot_ms), used, ttl)
   else
     return redis.error_reply('aiofast settle: unknown part kind ' .. tostring(kind))
   end
