@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import _summary
+
 
 def main() -> int:
     here = Path(__file__).resolve().parent
@@ -24,6 +26,9 @@ def main() -> int:
         print(f"\n=== {bench.stem} ===", flush=True)
         if subprocess.run([sys.executable, str(bench), *sys.argv[1:]], check=False).returncode:
             failed.append(bench.stem)
+    if any(bench.stem.startswith("gateway_") for bench in benches):
+        print("\n=== gateway summary (Markdown) ===")
+        print(_summary.markdown())
     if failed:
         print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
         return 1
