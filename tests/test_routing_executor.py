@@ -326,3 +326,18 @@ async def test_a_plan_pins_candidates_chosen_outside_the_router(
     routed = await Executor(router).run(plan, call, facts=RouteFacts())
     assert routed.deployment.name == "c"
     assert routed.route_header() == "tier=large; by=model; served_by=c; attempts=1"
+
+
+async def test_no_call_starts_after_the_deadline(upstream: FaultyUpstream, session: Any) -> None:
+    order = spec(retry={"deadline": 0.3}, breaker={"min_calls": 100})
+    order["deployments"][2]["weight"] = 0  # `c` last
+    order["tiers"] = [{"name": "all", "deployments": ["a", "b", "c"]}]
+    router = Router(order, seed=1)
+    upstream.script("a", ("status", 503, {"retry-after": "0.5"}, b""))
+    upstream.script("b", ("status", 503, {"retry-after": "0.1"}, b""), ("hang",))
+    with pytest.raises(RouteExhaustedError) as caught:
+        await run(router, upstream, session)
+    # `a` asks for more than the deadline leaves: fall back at once; `b` is retried once,
+    # its hang times out at 0.5 s, and `c` would start after the deadline.
+    assert (upstream.calls("a"), upstream.calls("b"), upstream.calls("c")) == (1, 2, 0)
+    assert caught.value.reason == "deadline"

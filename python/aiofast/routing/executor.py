@@ -8,7 +8,8 @@ really happened.
 
 Invariants a request can rely on:
 
-- at most ``retry.max_attempts`` calls in total, over retries, fallbacks and a cascade;
+- at most ``retry.max_attempts`` calls in total, over retries, fallbacks and a cascade,
+  and no call starts after ``retry.deadline`` seconds;
 - a deployment is tried in at most one run of consecutive attempts (a visited set), so a
   fallback graph with cycles cannot loop;
 - a retry waits at least what the upstream asked (``retry-after-ms``/``retry-after``),
@@ -161,16 +162,19 @@ class _Outcome:
     verdict: Verdict | None  # None: success
     error: str | None
     wait: float | None = None
+    detail: str = ""
 
 
 @dataclass(slots=True)
 class _Request:
     call: Call
     stream: bool
+    deadline: float
     attempts: list[Attempt] = field(default_factory=list)
     visited: set[str] = field(default_factory=set)
     last_error: Reply | None = None
     last_reason: str = "no_candidate"
+    last_detail: str = ""
 
     def calls_made(self) -> int:
         return sum(1 for a in self.attempts if a.next_step != "skipped")
@@ -231,7 +235,7 @@ class Executor:
         """Tries the decision's candidates until one answers; raises
         :class:`RouteExhaustedError` when none does."""
         self.budget.on_request()
-        request = _Request(call, stream)
+        request = _Request(call, stream, self.router.clock() + self.retry.deadline)
         routed = await self._first_answer(decision, decision, request)
         if stream or check is None or not self.cascade_spec.enabled:
             return routed
@@ -263,6 +267,9 @@ class Executor:
         self, decision: Decision, current: Decision, request: _Request
     ) -> Routed:
         for name in current.candidates:
+            if self.router.clock() >= request.deadline:
+                request.last_reason = "deadline"
+                break
             if name in request.visited:
                 continue
             request.visited.add(name)
@@ -286,7 +293,8 @@ class Executor:
         made = request.calls_made()
         message = (
             f"no deployment answered after {made} attempt(s) "
-            f"(last failure: {request.last_reason}); see the x-aiofast-route header"
+            f"(last failure: {request.last_reason}{request.last_detail}); "
+            "see the x-aiofast-route header"
         )
         return RouteExhaustedError(
             message, reason=request.last_reason, attempts=request.attempts, reply=request.last_error
@@ -314,6 +322,7 @@ class Executor:
             if outcome.verdict is None:
                 return outcome
             request.last_reason = outcome.error or "error"
+            request.last_detail = f": {outcome.detail}" if outcome.detail else ""
             if outcome.reply is not None:
                 request.last_error = outcome.reply
             if outcome.verdict is Verdict.STOP:
@@ -343,11 +352,15 @@ class Executor:
             return None
         if outcome.wait is not None and outcome.wait > self.retry.retry_after_cap:
             return None
+        if outcome.wait is not None:
+            delay = outcome.wait
+        else:
+            delay = backoff_delay(retries, self.retry.base_delay, self.retry.max_delay, self._rng)
+        if self.router.clock() + delay >= request.deadline:
+            return None
         if not self.budget.try_spend():
             return None
-        if outcome.wait is not None:
-            return outcome.wait
-        return backoff_delay(retries, self.retry.base_delay, self.retry.max_delay, self._rng)
+        return delay
 
     async def _attempt(self, deployment: DeploymentSpec, request: _Request) -> _Outcome:
         """One call, reported to the router (streams report when they end)."""
@@ -364,13 +377,14 @@ class Executor:
         except asyncio.CancelledError:
             self.router.abandon(deployment.name)
             raise
-        except (TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, asyncio.TimeoutError) as exc:
             self.router.record(deployment.name, False)
-            return _Outcome(None, None, Verdict.RETRY, "timeout")
+            return _Outcome(None, None, Verdict.RETRY, "timeout", detail=str(exc))
         except (OSError, aiohttp.ClientError, _StreamFailure) as exc:
             self.router.record(deployment.name, False)
-            reason = str(exc) if isinstance(exc, _StreamFailure) else "connection"
-            return _Outcome(None, None, Verdict.RETRY, reason)
+            if isinstance(exc, _StreamFailure):
+                return _Outcome(None, None, Verdict.RETRY, str(exc))
+            return _Outcome(None, None, Verdict.RETRY, "connection", detail=str(exc))
         if reply.status >= 400:
             verdict = classify(reply.status, reply.body, reply.headers)
             self.router.record(deployment.name, not verdict.blames_deployment)

@@ -123,6 +123,8 @@ class RetrySpec(_Spec):
     retries of one deployment before falling back. Retries on the same deployment spend
     the retry budget: a token bucket that every request fills by ``budget_ratio`` (up to
     ``budget_burst``), so that in an outage retries add at most that share of load.
+    No retry, fallback or cascade call starts later than ``deadline`` seconds after the
+    request's first call.
     """
 
     max_attempts: int = Field(default=4, ge=1, le=20)
@@ -132,7 +134,7 @@ class RetrySpec(_Spec):
     retry_after_cap: float = Field(default=30.0, ge=0)
     budget_ratio: float = Field(default=0.1, ge=0)
     budget_burst: float = Field(default=10.0, ge=0)
-    shadow: bool = False
+    deadline: float = Field(default=300.0, gt=0)
 
 
 class CascadeSpec(_Spec):
