@@ -29,14 +29,25 @@ from aiofast.routing import (
     Router,
     RoutingSpec,
 )
+from aiofast.tokens import (
+    ChatTokens,
+    ModelEncoding,
+    TokenCounter,
+    count_chat,
+    count_tokens,
+    count_tokens_batch,
+    encoding_for_model,
+)
 
 __all__ = [
     "Admission",
     "AiofastError",
+    "ChatTokens",
     "ConfigError",
     "InvalidInputError",
     "Limiter",
     "ManualClock",
+    "ModelEncoding",
     "NotFoundError",
     "Refusal",
     "RequestContext",
@@ -46,7 +57,12 @@ __all__ = [
     "Router",
     "RoutingSpec",
     "StoreUnavailableError",
+    "TokenCounter",
     "UpstreamError",
     "UpstreamTimeoutError",
     "__version__",
+    "count_chat",
+    "count_tokens",
+    "count_tokens_batch",
+    "encoding_for_model",
 ]

@@ -5,5 +5,6 @@
 pub mod error;
 pub mod limits;
 pub mod routing;
+pub mod tokens;
 
 pub use error::{Error, Result};

@@ -7,11 +7,13 @@ use pyo3::prelude::*;
 mod errors;
 mod limits;
 mod routing;
+mod tokens;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     routing::register(m)?;
     limits::register(m)?;
+    tokens::register(m)?;
     Ok(())
 }

@@ -1,0 +1,137 @@
+//! Character classes of the two pretokenization patterns.
+//!
+//! tiktoken matches its patterns with fancy-regex, whose Unicode tables come from
+//! `regex-syntax`. The classes here are built from the same crate so that both agree on
+//! every code point, then flattened into a two-level table: one lookup per character
+//! instead of a binary search over ranges.
+
+use std::sync::OnceLock;
+
+use regex_syntax::hir::{Class, HirKind};
+use rustc_hash::FxHashMap;
+
+/// `\p{L}`: letters.
+pub const LETTER: u8 = 1;
+/// `\p{N}`: numbers.
+pub const NUMBER: u8 = 2;
+/// `\s`: the Unicode White_Space property.
+pub const SPACE: u8 = 4;
+/// `[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]`: the "upper" run of o200k's word alternatives.
+pub const UPPER: u8 = 8;
+/// `[\p{Ll}\p{Lm}\p{Lo}\p{M}]`: the "lower" run of o200k's word alternatives.
+pub const LOWER: u8 = 16;
+
+const CLASSES: [(&str, u8); 5] = [
+    (r"\p{L}", LETTER),
+    (r"\p{N}", NUMBER),
+    (r"\s", SPACE),
+    (r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]", UPPER),
+    (r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]", LOWER),
+];
+
+const BLOCK: usize = 256;
+const CODE_POINTS: usize = 0x11_0000;
+
+/// Class bits of every code point, stored as deduplicated 256-entry blocks.
+struct Table {
+    block_of: Vec<u16>,
+    blocks: Vec<[u8; BLOCK]>,
+}
+
+static ASCII: OnceLock<[u8; 128]> = OnceLock::new();
+static TABLE: OnceLock<Table> = OnceLock::new();
+
+fn class_ranges(pattern: &str) -> Vec<(u32, u32)> {
+    // The patterns are constants that regex-syntax always parses into a Unicode class;
+    // an empty range list here would make the differential tests fail loudly.
+    match regex_syntax::parse(pattern).map(|hir| hir.kind().clone()) {
+        Ok(HirKind::Class(Class::Unicode(class))) => class
+            .ranges()
+            .iter()
+            .map(|r| (u32::from(r.start()), u32::from(r.end())))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn build_table() -> Table {
+    let mut flat = vec![0u8; CODE_POINTS];
+    for (pattern, bit) in CLASSES {
+        for (start, end) in class_ranges(pattern) {
+            for cp in start..=end {
+                flat[cp as usize] |= bit;
+            }
+        }
+    }
+
+    let mut blocks: Vec<[u8; BLOCK]> = Vec::new();
+    let mut seen: FxHashMap<[u8; BLOCK], u16> = FxHashMap::default();
+    let mut block_of = Vec::with_capacity(CODE_POINTS / BLOCK);
+    for chunk in flat.chunks_exact(BLOCK) {
+        let mut block = [0u8; BLOCK];
+        block.copy_from_slice(chunk);
+        let index = *seen.entry(block).or_insert_with(|| {
+            blocks.push(block);
+            (blocks.len() - 1) as u16
+        });
+        block_of.push(index);
+    }
+    Table { block_of, blocks }
+}
+
+fn table() -> &'static Table {
+    TABLE.get_or_init(build_table)
+}
+
+fn ascii() -> &'static [u8; 128] {
+    ASCII.get_or_init(|| {
+        let table = table();
+        let mut ascii = [0u8; 128];
+        for (cp, bits) in ascii.iter_mut().enumerate() {
+            *bits = table.blocks[table.block_of[0] as usize][cp];
+        }
+        ascii
+    })
+}
+
+/// The class bits of one code point.
+#[inline]
+pub fn class_of(cp: u32) -> u8 {
+    if cp < 128 {
+        return ascii()[cp as usize];
+    }
+    let table = table();
+    let block = table.block_of[(cp as usize) / BLOCK] as usize;
+    table.blocks[block][(cp as usize) % BLOCK]
+}
+
+/// Builds the tables now, so that the first count does not pay for it.
+pub fn warm_up() {
+    ascii();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ascii_classes() {
+        assert_eq!(class_of('a' as u32), LETTER | LOWER);
+        assert_eq!(class_of('A' as u32), LETTER | UPPER);
+        assert_eq!(class_of('7' as u32), NUMBER);
+        assert_eq!(class_of(' ' as u32), SPACE);
+        assert_eq!(class_of('\n' as u32), SPACE);
+        assert_eq!(class_of('!' as u32), 0);
+    }
+
+    #[test]
+    fn unicode_classes() {
+        // Combining acute accent: a mark, so in both word runs but not a letter.
+        assert_eq!(class_of(0x301), UPPER | LOWER);
+        // CJK ideograph: Lo, in both runs and a letter.
+        assert_eq!(class_of('中' as u32), LETTER | UPPER | LOWER);
+        assert_eq!(class_of(0x3000), SPACE);
+        assert_eq!(class_of('٣' as u32), NUMBER);
+        assert_eq!(class_of(0x10FFFF), 0);
+    }
+}

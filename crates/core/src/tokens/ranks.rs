@@ -1,0 +1,124 @@
+//! The embedded rank tables: decompressed once, checked against the published digest,
+//! parsed into a byte-string to rank map.
+
+use std::io::Read;
+
+use base64::Engine;
+use flate2::read::GzDecoder;
+use rustc_hash::FxHashMap;
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+/// Token bytes to rank. FxHash: keys are short byte strings from a fixed vocabulary,
+/// so a fast non-cryptographic hash is safe and the lookup is the hot path of BPE.
+pub type RankMap = FxHashMap<Vec<u8>, u32>;
+
+/// One embedded rank file and the sha256 its decompressed content must have.
+pub struct RankFile {
+    pub name: &'static str,
+    pub gzip: &'static [u8],
+    pub sha256: &'static str,
+}
+
+pub const CL100K_BASE: RankFile = RankFile {
+    name: "cl100k_base",
+    gzip: include_bytes!("../../data/cl100k_base.tiktoken.gz"),
+    sha256: "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+};
+
+pub const O200K_BASE: RankFile = RankFile {
+    name: "o200k_base",
+    gzip: include_bytes!("../../data/o200k_base.tiktoken.gz"),
+    sha256: "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+};
+
+impl RankFile {
+    /// Decompresses, verifies and parses the file.
+    pub fn load(&self) -> Result<RankMap> {
+        let mut content = Vec::new();
+        GzDecoder::new(self.gzip)
+            .read_to_end(&mut content)
+            .map_err(|e| self.corrupt(&format!("cannot decompress it ({e})")))?;
+        let digest = hex(&Sha256::digest(&content));
+        if digest != self.sha256 {
+            return Err(self.corrupt(&format!("sha256 is {digest}, expected {}", self.sha256)));
+        }
+        parse(&content).map_err(|line| self.corrupt(&format!("line {line} is malformed")))
+    }
+
+    fn corrupt(&self, what: &str) -> Error {
+        Error::Config(format!(
+            "the embedded {} rank file is corrupt: {what}; reinstall aiofast",
+            self.name
+        ))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses `<base64> <rank>` lines; on error, the 1-based number of the bad line.
+fn parse(content: &[u8]) -> std::result::Result<RankMap, usize> {
+    let mut ranks = RankMap::default();
+    ranks.reserve(content.len() / 12);
+    let lines = content
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty());
+    for (index, line) in lines.enumerate() {
+        let bad = || index + 1;
+        let space = line.iter().position(|&b| b == b' ').ok_or_else(bad)?;
+        let token = base64::engine::general_purpose::STANDARD
+            .decode(&line[..space])
+            .map_err(|_| bad())?;
+        let rank = std::str::from_utf8(&line[space + 1..])
+            .ok()
+            .and_then(|r| r.parse::<u32>().ok())
+            .ok_or_else(bad)?;
+        ranks.insert(token, rank);
+    }
+    Ok(ranks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_files_load() {
+        let cl100k = CL100K_BASE.load().unwrap();
+        assert_eq!(cl100k.len(), 100_256);
+        assert_eq!(cl100k[b"!".as_slice()], 0);
+        assert_eq!(O200K_BASE.load().unwrap().len(), 199_998);
+    }
+
+    #[test]
+    fn digest_mismatch_is_a_config_error() {
+        let tampered = RankFile {
+            sha256: "00",
+            ..CL100K_BASE
+        };
+        let err = tampered.load().unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(msg) if msg.contains("sha256 is 2239")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_config_error() {
+        let garbage = RankFile {
+            gzip: b"not gzip",
+            ..CL100K_BASE
+        };
+        assert!(matches!(garbage.load(), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn malformed_lines_are_reported() {
+        assert_eq!(parse(b"IQ== 0\nIg==\n").unwrap_err(), 2);
+        assert_eq!(parse(b"IQ== x\n").unwrap_err(), 1);
+        assert_eq!(parse(b"IQ== 0\nIg== 1\n").unwrap().len(), 2);
+    }
+}
