@@ -73,8 +73,8 @@ local function expire_holds(check, charge_key, charge_field)
   local expired = redis.call('ZRANGEBYSCORE', check.holds, '-inf', now, 'LIMIT', 0, 64)
   for _, member in ipairs(expired) do
     local amount = tonumber(string.match(member, ':(%d+)$'))
-    redis.call('HINCRBY', check.state, 'reserved', -amount)
-    redis.call('HINCRBY', charge_key, charge_field, amount)
+    redis.call('HINCRBY', check.state, 'reserved', int(-amount))
+    redis.call('HINCRBY', charge_key, charge_field, int(amount))
     redis.call('ZREM', check.holds, member)
   end
 end

@@ -50,7 +50,7 @@ end
 -- Gives the hold back; true if it was still there (not expired, not settled).
 local function release_hold(state, holds, reserved)
   if redis.call('ZREM', holds, id .. ':' .. int(reserved)) == 1 then
-    redis.call('HINCRBY', state, 'reserved', -reserved)
+    redis.call('HINCRBY', state, 'reserved', int(-reserved))
     return true
   end
   return false
