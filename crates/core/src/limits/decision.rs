@@ -15,6 +15,9 @@ use super::spec::{LimitKind, LimitSpec};
 pub struct ScopeState {
     pub requests_tat: u64,
     pub tokens_tat: u64,
+    /// Nanoseconds of token TAT ever charged at admission; a reservation remembers the
+    /// value after its own charge, so settlement knows what later requests added.
+    pub tokens_charged_ns: u64,
     pub in_flight: u32,
     pub budget: Option<BudgetState>,
 }
@@ -187,7 +190,11 @@ fn budget_verdict(decision: BudgetDecision) -> Verdict {
 }
 
 /// Applies an admitting decision: the request now holds its share of every meter.
-pub fn commit(spec: &LimitSpec, state: &mut ScopeState, decision: &Decision, cost: u64) {
+pub fn commit(spec: &LimitSpec, state: &mut ScopeState, decision: &Decision, now: u64, cost: u64) {
+    let charged = decision
+        .tokens_tat
+        .saturating_sub(state.tokens_tat.max(now));
+    state.tokens_charged_ns = state.tokens_charged_ns.saturating_add(charged);
     state.requests_tat = decision.requests_tat;
     state.tokens_tat = decision.tokens_tat;
     if spec.concurrency.is_some() {
@@ -205,6 +212,8 @@ pub fn commit(spec: &LimitSpec, state: &mut ScopeState, decision: &Decision, cos
 pub struct Held {
     pub spec: u32,
     pub key: Arc<str>,
+    /// `tokens_charged_ns` of the state right after this request was admitted.
+    pub tokens_mark: u64,
 }
 
 /// What a request turned out to use, or what it reserved when it expires unsettled.
@@ -220,13 +229,24 @@ pub struct Usage {
 pub fn release(
     spec: &LimitSpec,
     state: &mut ScopeState,
+    held: &Held,
     usage: &Usage,
     now: u64,
     budget_now: Option<&BudgetNow>,
 ) {
     if let Some(rate) = &spec.tokens {
-        state.tokens_tat =
-            rate.reconcile(state.tokens_tat, now, usage.reserved_tokens, usage.tokens);
+        // A state evicted and created anew starts its counter at zero: nothing since.
+        let since = state.tokens_charged_ns.saturating_sub(held.tokens_mark);
+        let before = state.tokens_tat.max(now);
+        state.tokens_tat = rate.reconcile(
+            state.tokens_tat,
+            now,
+            usage.reserved_tokens,
+            usage.tokens,
+            since,
+        );
+        let extra = state.tokens_tat.saturating_sub(before);
+        state.tokens_charged_ns = state.tokens_charged_ns.saturating_add(extra);
     }
     if spec.concurrency.is_some() {
         state.in_flight = state.in_flight.saturating_sub(1);

@@ -281,11 +281,12 @@ impl Limiter {
             let commits = admitted && d.refusal.is_none();
             let (key, state) = guards[slot].entry(value, |_| false);
             if commits {
-                decision::commit(spec, state, d, request.cost_nano);
+                decision::commit(spec, state, d, now, request.cost_nano);
                 if spec.tokens.is_some() || spec.concurrency.is_some() || spec.budget.is_some() {
                     held.push(Held {
                         spec: i as u32,
                         key: Arc::clone(key),
+                        tokens_mark: state.tokens_charged_ns,
                     });
                 }
                 if d.near_exhaustion && admission.downgrade_to.is_none() {
@@ -486,7 +487,7 @@ impl Limiter {
             };
             let mut shard = limit.store.lock(&held.key);
             let (_, state) = shard.entry(&held.key, |s| s.is_idle(now, budget_now.as_ref()));
-            decision::release(&limit.spec, state, &usage, now, budget_now.as_ref());
+            decision::release(&limit.spec, state, held, &usage, now, budget_now.as_ref());
         }
         Ok(())
     }

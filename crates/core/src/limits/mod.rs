@@ -25,3 +25,6 @@ pub use limiter::{
 };
 pub use rate::Rate;
 pub use spec::{LimitKind, LimitSpec, Mode, RequestScopes, ScopeKind};
+
+#[cfg(test)]
+mod tests;

@@ -113,17 +113,29 @@ impl Rate {
 
     /// The TAT after a reservation of `reserved` units turned out to use `used` units.
     ///
-    /// Unused units are given back, but never so far that the bucket would be fuller than
-    /// full; extra units are charged even though that can run past the limit, because they
-    /// were already consumed upstream.
-    pub fn reconcile(&self, tat: u64, now: u64, reserved: u64, used: u64) -> u64 {
+    /// `charged_since_ns` is what requests admitted after this one added to the TAT. Giving
+    /// the unused units back must not undercut what those requests rely on: each of them
+    /// arrived at most at `now` and added its share, so the TAT never drops below
+    /// `now + charged_since_ns` (while it was above it). That keeps the bound "burst plus
+    /// rate over any window" true for the tokens really used, also when settlements arrive
+    /// out of order. Extra units are charged even though that can run past the limit,
+    /// because they were already consumed upstream.
+    pub fn reconcile(
+        &self,
+        tat: u64,
+        now: u64,
+        reserved: u64,
+        used: u64,
+        charged_since_ns: u64,
+    ) -> u64 {
         if used >= reserved {
             return tat.max(now).saturating_add(self.cost_ns(used - reserved));
         }
-        if tat <= now {
+        let floor = now.saturating_add(charged_since_ns);
+        if tat <= floor {
             return tat;
         }
-        tat.saturating_sub(self.cost_ns(reserved - used)).max(now)
+        tat.saturating_sub(self.cost_ns(reserved - used)).max(floor)
     }
 }
 
@@ -181,9 +193,14 @@ mod tests {
     fn reconcile_refunds_unused_units_but_never_past_full() {
         let rate = per_second(10, 10);
         let tat = 5 * SECOND / 10;
-        assert_eq!(rate.reconcile(tat, 0, 5, 2), 2 * SECOND / 10);
-        assert_eq!(rate.reconcile(tat, SECOND / 10, 5, 0), SECOND / 10);
-        assert_eq!(rate.reconcile(tat, 0, 5, 7), 7 * SECOND / 10);
+        assert_eq!(rate.reconcile(tat, 0, 5, 2, 0), 2 * SECOND / 10);
+        assert_eq!(rate.reconcile(tat, SECOND / 10, 5, 0, 0), SECOND / 10);
+        assert_eq!(rate.reconcile(tat, 0, 5, 7, 0), 7 * SECOND / 10);
+        // Three units admitted after this request stay charged.
+        assert_eq!(
+            rate.reconcile(tat, 0, 2, 0, 3 * SECOND / 10),
+            3 * SECOND / 10
+        );
     }
 
     #[test]
