@@ -1,11 +1,12 @@
 """Limits over Redis: admissions per second and round trips per admission.
 
 One admission checks a request against requests/min, tokens/min and a daily
-budget of one scope. aiofast decides all three in one EVALSHA (atomic, all or
-nothing, time from Redis). The nearest equivalent with the ``limits`` library
-(redis-py bridge, same Redis) is three ``hit`` calls: requests, tokens (cost =
-tokens) and a budget counted in micro-dollars over a day; they are not atomic
-together and take the time from the client.
+budget of one scope (one ``[[limits]]`` entry). aiofast's SharedLimiter decides all
+three in one EVALSHA (atomic, all or nothing, time from Redis), and records the
+request in its in-process fallback as it does in production. The nearest equivalent
+with the ``limits`` library (redis-py bridge, same Redis) is three ``hit`` calls:
+requests, tokens (cost = tokens) and a budget counted in micro-dollars over a day;
+they are not atomic together and take the time from the client.
 
 Both sides run in this process on the same redis-server (pinned to the other
 core), interleaved A B A B; the figure is the median of rounds. Round trips are
@@ -36,41 +37,48 @@ from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimite
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 
-from aiofast.stores.checks import BudgetCheck, CalendarPeriod, Check, RateCheck
+from aiofast.limits import RequestContext
 from aiofast.stores.redis import RedisStore
-from aiofast.stores.redis_limits import RedisLimiter
 from aiofast.stores.settings import RedisSettings
+from aiofast.stores.shared_limits import SharedLimiter
 
 BENCHES = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHES.parent / "tests"))
 from redis_server import RedisServer  # noqa: E402
 
 RESULTS = BENCHES / "results"
-BIG = 10**9  # limits so large that nothing is refused while timing
+BIG = 10**8  # limits so large that nothing is refused while timing
 Admit = Callable[[int], Awaitable[bool]]
 
 
-def aiofast_checks(scope: str, rpm: int, tpm: int, budget_usd: float) -> list[Check]:
-    return [
-        RateCheck(scope, limit=rpm, period_s=60, burst=rpm, amount=1),
-        RateCheck(scope, limit=tpm, period_s=60, burst=tpm, amount=500, unit="tokens"),
-        BudgetCheck(scope, limit_usd=budget_usd, cost_usd=0.001, period=CalendarPeriod("day")),
-    ]
+def aiofast_limiter(store: RedisStore, rpm: int, tpm: int, budget_usd: float) -> SharedLimiter:
+    entry = {
+        "scope": "user",
+        "requests_per_minute": rpm,
+        "burst": rpm,
+        "tokens_per_minute": tpm,
+        "budget": {"usd": budget_usd, "per": "day"},
+    }
+    return SharedLimiter([entry], store)
 
 
-def aiofast_admit(limiter: RedisLimiter, rpm: int, tpm: int, budget_usd: float) -> Admit:
+def request(i: int) -> RequestContext:
+    return RequestContext(
+        user=f"user:{i % 100}", input_tokens=400, reserved_output_tokens=100, cost_usd=0.001
+    )
+
+
+def aiofast_admit(limiter: SharedLimiter) -> Admit:
     async def admit(i: int) -> bool:
-        checks = aiofast_checks(f"user:{i % 100}", rpm, tpm, budget_usd)
-        return (await limiter.admit(checks)).admitted
+        return (await limiter.admit(request(i))).admitted
 
     return admit
 
 
-def aiofast_admit_settle(limiter: RedisLimiter) -> Admit:
+def aiofast_admit_settle(limiter: SharedLimiter) -> Admit:
     async def admit(i: int) -> bool:
-        admission = await limiter.admit(aiofast_checks(f"user:{i % 100}", BIG, BIG, 1e6))
-        assert admission.reservation is not None
-        await limiter.settle(admission.reservation, tokens=300, cost_usd=0.0006)
+        admission = await limiter.admit(request(i))
+        await limiter.settle(admission.handle, 400, 200, 0.0006)
         return admission.admitted
 
     return admit
@@ -145,13 +153,12 @@ async def run(url: str, smoke: bool) -> dict[str, object]:
     RoundTrips.install()
     client = Redis.from_url(url)
     store = RedisStore.from_settings(RedisSettings(timeout_ms=2000, connect_timeout_ms=2000), url)
-    limiter = RedisLimiter(store)
     await store.start()
     moving = MovingWindowRateLimiter(RedisStorage(f"async+{url}", implementation="redispy"))
     fixed = FixedWindowRateLimiter(RedisStorage(f"async+{url}", implementation="redispy"))
 
     builders: dict[str, Callable[[int, int, float], Admit]] = {
-        "aiofast (1 script)": lambda r, t, b: aiofast_admit(limiter, r, t, b),
+        "aiofast (1 script)": lambda r, t, b: aiofast_admit(aiofast_limiter(store, r, t, b)),
         "limits moving window": lambda r, t, b: limits_admit(moving, r, t, int(b * 1e6), "mw"),
         "limits fixed window": lambda r, t, b: limits_admit(fixed, r, t, int(b * 1e6), "fw"),
     }
@@ -160,7 +167,7 @@ async def run(url: str, smoke: bool) -> dict[str, object]:
     await client.flushall()
 
     sides = {name: make(BIG, BIG, 1e6) for name, make in builders.items()}
-    sides["aiofast admit+settle"] = aiofast_admit_settle(limiter)
+    sides["aiofast admit+settle"] = aiofast_admit_settle(aiofast_limiter(store, BIG, BIG, 1e6))
     count = 600 if smoke else 6000
     rounds = 3 if smoke else 7
     rows: dict[str, dict[str, float]] = {}

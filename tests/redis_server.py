@@ -44,9 +44,10 @@ def _free_port() -> int:
 class RedisServer:
     """One ``redis-server`` process that the tests can pause, kill and restart."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, cluster: bool = False) -> None:
         self._binary = find_redis_server()
         self._workdir = workdir
+        self._cluster = cluster
         self.port = _free_port()
         self._process: subprocess.Popen[bytes] | None = None
         self._paused = False
@@ -82,8 +83,19 @@ class RedisServer:
             "--logfile",
             str(self._workdir / "redis.log"),
         ]
+        if self._cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._wait_until_ready()
+        if self._cluster:
+            # A one-node cluster owning every slot: enough for Redis to refuse any
+            # command or script whose keys hash to different slots (CROSSSLOT).
+            self._command(b"CLUSTER ADDSLOTSRANGE 0 16383")
+
+    def _command(self, line: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            sock.sendall(line + b"\r\n")
+            return sock.recv(4096)
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from aiofast.stores.checks import (
     BudgetCheck,
@@ -18,6 +20,7 @@ from aiofast.stores.checks import (
 from aiofast.stores.redis import RedisStore
 from aiofast.stores.redis_limits import ADMIT, RedisLimiter
 from aiofast.stores.settings import RedisSettings
+from redis_server import RedisServer
 
 MONTH = CalendarPeriod("month", "Europe/Paris")
 
@@ -266,3 +269,42 @@ async def test_scripts_are_reloaded_after_script_flush(
     await store.client.script_flush()
     assert (await limiter.admit([check])).admitted
     assert await store.client.script_exists(ADMIT.sha) == [True]
+
+
+async def test_scripts_run_unchanged_on_redis_cluster(tmp_path: Path) -> None:
+    """Cluster mode refuses a script whose keys span slots (CROSSSLOT): the hash tag
+    keeps every key of one admission, and of its settle, in one slot."""
+    server = RedisServer(tmp_path, cluster=True)
+    server.start()
+    try:
+        await _wait_for_cluster(server)
+        settings = RedisSettings(timeout_ms=2000, connect_timeout_ms=2000)
+        store = RedisStore.from_settings(settings, server.url)
+        await store.start()
+        limiter = RedisLimiter(store)
+        checks = [
+            RateCheck("team:t", limit=10, period_s=60, burst=2, amount=1),
+            RateCheck("user:u", limit=1000, period_s=60, burst=1000, amount=10, unit="tokens"),
+            ConcurrencyCheck("key:k", limit=5),
+            BudgetCheck("team:t", limit_usd=1.0, cost_usd=0.1, period=MONTH),
+            BudgetCheck("user:u", limit_usd=1.0, cost_usd=0.1, period=RollingPeriod(3600)),
+        ]
+        admission = await limiter.admit(checks)
+        assert admission.reservation is not None
+        assert await limiter.settle(admission.reservation, tokens=5, cost_usd=0.05)
+        await store.close()
+    finally:
+        server.stop()
+
+
+async def _wait_for_cluster(server: RedisServer) -> None:
+    client = Redis.from_url(server.url)
+    try:
+        for _ in range(100):
+            info = await client.execute_command("CLUSTER", "INFO")
+            if b"cluster_state:ok" in info:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the one-node cluster did not become ready")
+    finally:
+        await client.aclose()
