@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -231,3 +234,44 @@ def test_known_models(model: str, encoding: str) -> None:
 @pytest.mark.parametrize("model", ["claude-sonnet-4-5", "llama-3-70b", "gpt-40", "o10"])
 def test_unknown_models_default_to_o200k_as_an_estimate(model: str) -> None:
     assert encoding_for_model(model) == ModelEncoding("o200k_base", estimated=True)
+
+
+def _cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aiofast.cli", "count", *args],
+        input=stdin.decode(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_cli_counts_a_file_and_stdin(tmp_path: Path) -> None:
+    path = tmp_path / "text.txt"
+    path.write_text("hello world, it's a test", encoding="utf-8")
+    expected = count_tokens("hello world, it's a test", encoding="cl100k_base")
+    assert _cli("--encoding", "cl100k_base", str(path)).stdout.strip() == str(expected)
+    assert _cli("--model", "gpt-4", "-", stdin=b"hello world, it's a test").stdout.strip() == str(
+        expected
+    )
+
+
+def test_cli_counts_a_chat_request(tmp_path: Path) -> None:
+    path = tmp_path / "request.json"
+    path.write_bytes(orjson.dumps({"model": "gpt-4o", "messages": COOKBOOK_MESSAGES}))
+    result = _cli("--chat", str(path))
+    assert orjson.loads(result.stdout) == {
+        "prompt_tokens": 124,
+        "encoding": "o200k_base",
+        "estimated": False,
+        "image_bound": None,
+    }
+
+
+def test_cli_errors_name_the_problem(tmp_path: Path) -> None:
+    missing = _cli(str(tmp_path / "nope.txt"))
+    assert missing.returncode == 1
+    assert "cannot read FILE" in missing.stderr
+    bad_json = _cli("--chat", "-", stdin=b"{")
+    assert bad_json.returncode == 1
+    assert "not valid JSON" in bad_json.stderr

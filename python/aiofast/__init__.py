@@ -23,6 +23,7 @@ from aiofast.limits import (
     Refusal,
     RequestContext,
 )
+from aiofast.prices import Cost, ModelPrice, PriceTable, cost
 from aiofast.routing import (
     RouteDecision,
     RouteFacts,
@@ -44,11 +45,14 @@ __all__ = [
     "AiofastError",
     "ChatTokens",
     "ConfigError",
+    "Cost",
     "InvalidInputError",
     "Limiter",
     "ManualClock",
     "ModelEncoding",
+    "ModelPrice",
     "NotFoundError",
+    "PriceTable",
     "Refusal",
     "RequestContext",
     "RouteDecision",
@@ -61,6 +65,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamTimeoutError",
     "__version__",
+    "cost",
     "count_chat",
     "count_tokens",
     "count_tokens_batch",

@@ -156,7 +156,7 @@ mod tests {
     #[test]
     fn batch_matches_single_counts() {
         let encoding = Encoding::get("o200k_base").unwrap();
-        let big = "lorem ipsum dolor ".repeat(40_000);
+        let big = "lorem ipsum dolor ".repeat(20_000);
         let texts = [big.as_str(), "a", "", big.as_str()];
         let expected: Vec<usize> = texts.iter().map(|t| encoding.count(t)).collect();
         assert_eq!(encoding.count_batch(&texts), expected);
@@ -164,12 +164,14 @@ mod tests {
 
     #[test]
     fn worst_cases_finish() {
+        // Megabyte inputs are tested from Python against the optimised build; these stay
+        // small enough for an unoptimised test binary.
         for name in ENCODINGS {
             let encoding = Encoding::get(name).unwrap();
             for text in [
-                " ".repeat(1_000_000),
-                "a".repeat(1_000_000),
-                "\t ".repeat(500_000),
+                " ".repeat(100_000),
+                "a".repeat(100_000),
+                "\t ".repeat(50_000),
             ] {
                 assert!(encoding.count(&text) > 0);
             }

@@ -1,0 +1,1 @@
+"""Data files bundled with aiofast; see SOURCE.md."""
