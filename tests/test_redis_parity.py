@@ -56,26 +56,32 @@ def view(admission: Any) -> tuple[Any, ...]:
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(st.lists(st.tuples(request, st.booleans()), min_size=1, max_size=25))
+@given(st.lists(st.tuples(request, st.sampled_from(["hold", "settle", "oldest"])), max_size=25))
 def test_same_decisions_as_the_in_process_limiter(
-    redis_url: str, steps: list[tuple[RequestContext, bool]]
+    redis_url: str, steps: list[tuple[RequestContext, str]]
 ) -> None:
+    """Admissions interleaved with settles, in order and out of order (``oldest``
+    settles the longest-held request instead of this one)."""
     asyncio.run(_compare(redis_url, steps))
 
 
-async def _compare(url: str, steps: list[tuple[RequestContext, bool]]) -> None:
+async def _compare(url: str, steps: list[tuple[RequestContext, str]]) -> None:
     store = RedisStore.from_settings(RedisSettings(timeout_ms=2000, connect_timeout_ms=2000), url)
     await store.start()
     await store.client.flushall()
     shared = SharedLimiter(LIMITS, store)
     local = Limiter(LIMITS)
+    held: list[tuple[Any, Any, RequestContext]] = []
     try:
-        for ctx, settle_now in steps:
+        for ctx, action in steps:
             ours, theirs = await shared.admit(ctx), local.admit(ctx)
             assert view(ours) == view(theirs), ctx
-            if settle_now and ours.admitted:
-                used = (ctx.input_tokens // 2, 10, ctx.cost_usd / 2)
-                assert await shared.settle(ours.handle, *used)
-                assert local.settle(theirs.handle, *used)
+            if ours.admitted:
+                held.append((ours.handle, theirs.handle, ctx))
+            if held and action != "hold":
+                mine, native, asked = held.pop(0 if action == "oldest" else -1)
+                used = (asked.input_tokens // 2, 10, asked.cost_usd / 2)
+                assert await shared.settle(mine, *used)
+                assert local.settle(native, *used)
     finally:
         await store.close()

@@ -221,16 +221,16 @@ class Reservation:
     """What an admitted request holds until it settles.
 
     ``checks`` are the checks that reserved something; ``places`` says, per check, where
-    the backend keeps it (Redis keys, say).
+    the backend keeps it (Redis keys).
     """
 
     id: str
     source: Source
     checks: tuple[Check, ...]
     places: tuple[tuple[str, ...], ...]
+    marks: tuple[float, ...] = ()
+    """Per check, the meter's charge count right after this admission (rate meters)."""
     settled: bool = False
-    mirror: object | None = None
-    """The same request in the in-process fallback (see SharedLimiter)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ SETTLE = LuaScript.bundled("settle")
 
 # How long a finished period's spend stays readable (reports, /aiofast/usage).
 RETENTION_MS = {"day": 2 * 86_400_000, "month": 35 * 86_400_000}
-_REPLY_FIELDS = 6
+_REPLY_FIELDS = 7
 _WAIT, _TOO_LARGE, _EXHAUSTED = 1, 2, 3
 _WAIT_CODES: dict[str, Code] = {
     "requests": "rate_limit_exceeded",
@@ -75,19 +75,21 @@ class RedisLimiter:
         places = [self._encode_admit(check, now, keys, args) for check in checks]
 
         reply = await self.store.run(ADMIT, keys, args)
-        values = [int(v) for v in reply.split()]
-        results = tuple(
-            _result(check, values[2 + i * _REPLY_FIELDS : 2 + (i + 1) * _REPLY_FIELDS])
-            for i, check in enumerate(checks)
-        )
+        values = [float(v) for v in reply.split()]
+        fields = [
+            values[2 + i * _REPLY_FIELDS : 2 + (i + 1) * _REPLY_FIELDS] for i in range(len(checks))
+        ]
+        results = tuple(_result(check, f) for check, f in zip(checks, fields, strict=True))
         reservation = None
         if values[0]:
             committed = _committed(results)
+            kept = [i for i, r in enumerate(results) if r.group in committed]
             reservation = Reservation(
                 rid,
                 "redis",
-                tuple(c for c, r in zip(checks, results, strict=True) if r.group in committed),
-                tuple(p for p, r in zip(places, results, strict=True) if r.group in committed),
+                tuple(checks[i] for i in kept),
+                tuple(places[i] for i in kept),
+                marks=tuple(fields[i][6] for i in kept),
             )
         return Admission.of(results, "redis", reservation)
 
@@ -102,8 +104,10 @@ class RedisLimiter:
         now = datetime.now(timezone.utc)
         keys = [self.store.key("settled", reservation.id)]
         args: list[Any] = [reservation.id, _marker_ttl_ms(reservation.checks), 0]
-        for check, place in zip(reservation.checks, reservation.places, strict=True):
-            part = self._settle_part(check, place, tokens, usd_to_nano(cost_usd), now)
+        for check, place, mark in zip(
+            reservation.checks, reservation.places, reservation.marks, strict=True
+        ):
+            part = self._settle_part(check, place, tokens, usd_to_nano(cost_usd), now, mark)
             if part is not None:
                 keys.extend(part[0])
                 args.extend(part[1])
@@ -126,7 +130,8 @@ class RedisLimiter:
         for check in checks:
             if isinstance(check, RateCheck):
                 continue
-            part = self._settle_part(check, self._encode_admit(check, at, [], []), None, 0, at)
+            place = self._encode_admit(check, at, [], [])
+            part = self._settle_part(check, place, None, 0, at, 0.0)
             if part is not None:
                 keys.extend(part[0])
                 args.extend(part[1])
@@ -158,11 +163,12 @@ class RedisLimiter:
         tokens: int | None,
         used_nano: int,
         now: datetime,
+        mark: float,
     ) -> tuple[tuple[str, ...], tuple[Any, ...]] | None:
         if isinstance(check, RateCheck):
             if check.unit != "tokens" or tokens is None or tokens == check.amount:
                 return None
-            return place, ("rate", repr(check.interval_ms), check.amount, tokens)
+            return place, ("rate", repr(check.interval_ms), check.amount, tokens, repr(mark))
         if isinstance(check, ConcurrencyCheck):
             return place, ("concurrency",)
         if isinstance(check.period, CalendarPeriod):
@@ -219,8 +225,8 @@ class RedisLimiter:
         return place
 
 
-def _result(check: Check, fields: list[int]) -> CheckResult:
-    fits, remaining, reset_ms, retry_ms, near, code = fields
+def _result(check: Check, fields: list[float]) -> CheckResult:
+    fits, remaining, reset_ms, retry_ms, near, code, _ = fields
     retry_after = None if fits or retry_ms < 0 else retry_ms / 1000
     decided: Code = "ok"
     if code == _WAIT:

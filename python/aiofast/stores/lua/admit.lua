@@ -11,7 +11,8 @@
 -- one limit share it), shadow ('1'/'0') and the fields of its kind. KEYS are consumed
 -- in check order.
 --
---   rate         KEYS tat                      ARGV interval_ms, burst, amount
+--   rate         KEYS meter (hash: t = TAT,     ARGV interval_ms, burst, amount
+--                c = time charged, in ms)
 --   concurrency  KEYS holders                  ARGV max, lease_ms
 --   budget       KEYS state, holds, spend of   ARGV limit, amount, hold_ms, start_ms, end_ms,
 --                the previous, current and          retention_ms, downgrade_at, monthly (1/0)
@@ -22,9 +23,10 @@
 -- Budget state keeps what is reserved (and, for rolling windows, the spend per slot);
 -- holds are "<id>:<amount>" scored by expiry. Amounts are integer nano-dollars.
 --
--- Reply: space-separated integers: admitted (1/0), now_ms, then per check: admitted,
--- remaining, reset_ms, retry_ms (-1: waiting will not help), near exhaustion (1/0) and a
--- code (0 fits, 1 wait, 2 too large ever to fit, 3 spent for this month).
+-- Reply: space-separated numbers: admitted (1/0), now_ms, then per check: admitted,
+-- remaining, reset_ms, retry_ms (-1: waiting will not help), near exhaustion (1/0), a
+-- code (0 fits, 1 wait, 2 too large ever to fit, 3 spent for this month) and, for rate
+-- meters, the charge mark the settle needs (see commit).
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -80,10 +82,13 @@ local function expire_holds(check, charge_key, charge_field)
 end
 
 local function decide_rate(check)
-  local tat = tonumber(redis.call('GET', check.key)) or now
+  local state = redis.call('HMGET', check.key, 't', 'c')
+  check.charged = tonumber(state[2]) or 0
+  local tat = tonumber(state[1]) or now
   if tat < now then
     tat = now
   end
+  check.from = tat
   local span = check.burst * check.interval
   local new_tat = tat + check.amount * check.interval
   check.before = math.floor((span - (tat - now)) / check.interval)
@@ -199,8 +204,12 @@ end
 
 local function commit(check)
   if check.kind == 'rate' then
-    redis.call('SET', check.key, string.format('%.3f', check.new_tat),
-      'PX', math.ceil(check.new_tat - now) + 1)
+    -- `c` counts all time ever charged here: a reservation remembers it (its mark),
+    -- so its settle knows what later admissions added and never refunds below that.
+    check.charged = check.charged + (check.new_tat - check.from)
+    redis.call('HSET', check.key, 't', string.format('%.3f', check.new_tat),
+      'c', string.format('%.3f', check.charged))
+    redis.call('PEXPIRE', check.key, math.ceil(check.new_tat - now) + 1)
   elseif check.kind == 'concurrency' then
     redis.call('ZADD', check.key, now + check.lease, id)
     redis.call('PEXPIRE', check.key, check.lease)
@@ -216,7 +225,7 @@ end
 
 local checks = {}
 for i = 1, count do
-  local check = {kind = arg(), group = arg(), shadow = arg() == '1', near = false}
+  local check = {kind = arg(), group = arg(), shadow = arg() == '1', near = false, charged = 0}
   if check.kind == 'rate' then
     check.key = key()
     check.interval, check.burst, check.amount = num(), num(), num()
@@ -269,5 +278,6 @@ for _, check in ipairs(checks) do
   reply[#reply + 1] = int(math.ceil(check.retry))
   reply[#reply + 1] = (commits and check.near) and '1' or '0'
   reply[#reply + 1] = int(check.code)
+  reply[#reply + 1] = string.format('%.3f', check.charged)
 end
 return table.concat(reply, ' ')

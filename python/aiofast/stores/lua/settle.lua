@@ -8,7 +8,7 @@
 -- ARGV: reservation id, marker ttl in ms, number of parts, then per part its kind and
 -- fields. KEYS after the marker are consumed in part order.
 --
---   rate            KEYS tat                     ARGV interval_ms, reserved, used
+--   rate            KEYS meter                   ARGV interval_ms, reserved, used, mark
 --   concurrency     KEYS holders                 ARGV (none)
 --   budget          KEYS state, holds, spend of  ARGV reserved, used, start_ms, end_ms,
 --                   previous/current/next period      retention_ms
@@ -63,22 +63,30 @@ local function charge(spend_key, field, used, ttl)
   end
 end
 
--- Unused reserved units go back, never past a full bucket; extra units are charged,
--- as they were already consumed upstream.
-local function reconcile(tat_key, interval, reserved, used)
-  local tat = tonumber(redis.call('GET', tat_key))
+-- Unused reserved units go back, but never below what later admissions charged (the
+-- meter's charge count past this reservation's mark): each of them arrived by now and
+-- added its share. Extra units are charged, as they were already consumed upstream.
+local function reconcile(meter, interval, reserved, used, mark)
+  local state = redis.call('HMGET', meter, 't', 'c')
+  local tat, charged = tonumber(state[1]), tonumber(state[2]) or 0
+  local base = math.max(tat or now, now)
   local new_tat
   if used >= reserved then
-    new_tat = math.max(tat or now, now) + (used - reserved) * interval
-  elseif tat == nil or tat <= now then
-    return
+    new_tat = base + (used - reserved) * interval
   else
-    new_tat = math.max(tat - (reserved - used) * interval, now)
+    local floor = now + math.max(charged - mark, 0)
+    if tat == nil or tat <= floor then
+      return
+    end
+    new_tat = math.max(tat - (reserved - used) * interval, floor)
   end
+  charged = charged + math.max(new_tat - base, 0)
   if new_tat > now then
-    redis.call('SET', tat_key, string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1)
+    redis.call('HSET', meter, 't', string.format('%.3f', new_tat),
+      'c', string.format('%.3f', charged))
+    redis.call('PEXPIRE', meter, math.ceil(new_tat - now) + 1)
   else
-    redis.call('DEL', tat_key)
+    redis.call('DEL', meter)
   end
 end
 
@@ -86,8 +94,8 @@ for _ = 1, count do
   local kind = ARGV[argi]
   argi = argi + 1
   if kind == 'rate' then
-    local tat_key = key()
-    reconcile(tat_key, num(), num(), num())
+    local meter = key()
+    reconcile(meter, num(), num(), num(), num())
   elseif kind == 'concurrency' then
     redis.call('ZREM', key(), id)
   elseif kind == 'budget' then
