@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
+from aiofast.workers import unshared_state_warning
+
 # A tiny app whose handler blocks its worker's loop for a moment, so that while one
 # worker is busy the kernel gives the next connection to another.
 SERVER = textwrap.dedent(
@@ -116,3 +118,13 @@ async def test_sigterm_stops_every_worker_gracefully(
     assert await asyncio.to_thread(process.wait, 10) == 0
     for pid in spawned:
         assert not alive(pid)
+
+
+def test_several_workers_without_redis_are_warned_how_to_share_limits() -> None:
+    warning = unshared_state_warning(4, redis_configured=False)
+    assert warning is not None
+    assert "per worker" in warning
+    assert "2400" in warning
+    assert "[redis]" in warning
+    assert unshared_state_warning(4, redis_configured=True) is None
+    assert unshared_state_warning(1, redis_configured=False) is None

@@ -30,6 +30,7 @@ from aiofast.routing import (
     Router,
     RoutingSpec,
 )
+from aiofast.stores.settings import RedisSettings
 from aiofast.tokens import (
     ChatTokens,
     ModelEncoding,
@@ -53,6 +54,7 @@ __all__ = [
     "ModelPrice",
     "NotFoundError",
     "PriceTable",
+    "RedisSettings",
     "Refusal",
     "RequestContext",
     "RouteDecision",

@@ -25,7 +25,7 @@ from types import FrameType
 
 from aiohttp import web
 
-__all__ = ["bind", "serve_on_socket", "serve_workers"]
+__all__ = ["bind", "serve_on_socket", "serve_workers", "unshared_state_warning"]
 
 logger = logging.getLogger("aiofast.workers")
 
@@ -35,6 +35,19 @@ AppFactory = Callable[[], web.Application]
 _MAX_RESTARTS = 5
 _RESTART_WINDOW_S = 30.0
 _BACKLOG = 2048
+
+
+def unshared_state_warning(workers: int, redis_configured: bool) -> str | None:
+    """The warning to print when several workers would each keep their own limits."""
+    if workers <= 1 or redis_configured:
+        return None
+    return (
+        f"{workers} workers without Redis: rate limits, budgets and circuit breakers hold "
+        f"per worker, so a limit of 600 requests per minute admits up to {600 * workers}. "
+        "To share them, add a [redis] section to the policy (url_env names the variable "
+        "holding redis://host:6379/0) and set instances to the total number of gateway "
+        "processes."
+    )
 
 
 def bind(host: str, port: int) -> socket.socket:
