@@ -168,8 +168,8 @@ async def run(url: str, smoke: bool) -> dict[str, object]:
 
     sides = {name: make(BIG, BIG, 1e6) for name, make in builders.items()}
     sides["aiofast admit+settle"] = aiofast_admit_settle(aiofast_limiter(store, BIG, BIG, 1e6))
-    count = 600 if smoke else 6000
-    rounds = 3 if smoke else 7
+    count = 480 if smoke else 2000
+    rounds = 3 if smoke else 5
     rows: dict[str, dict[str, float]] = {}
     for name, admit in sides.items():
         await timed_round(admit, 200, 1)  # warm up: connections, scripts, keys

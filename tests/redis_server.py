@@ -44,10 +44,11 @@ def _free_port() -> int:
 class RedisServer:
     """One ``redis-server`` process that the tests can pause, kill and restart."""
 
-    def __init__(self, workdir: Path, *, cluster: bool = False) -> None:
+    def __init__(self, workdir: Path, *, cluster: bool = False, password: str = "") -> None:
         self._binary = find_redis_server()
         self._workdir = workdir
         self._cluster = cluster
+        self.password = password
         self.port = _free_port()
         self._process: subprocess.Popen[bytes] | None = None
         self._paused = False
@@ -60,7 +61,8 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         """Start the server (empty) and wait until it answers PING."""
@@ -85,6 +87,8 @@ class RedisServer:
         ]
         if self._cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        if self.password:
+            args += ["--requirepass", self.password]
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._wait_until_ready()
         if self._cluster:
@@ -112,7 +116,8 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                # A server with a password answers NOAUTH: it is up all the same.
+                return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from aiofast.cache import CacheSettings
+from aiofast.errors import ConfigError
 from aiofast.limits import RequestContext
 from aiofast.stores import RedisSettings, SharedState
 from redis_server import RedisServer
@@ -42,3 +46,39 @@ async def test_shared_state_builds_starts_reports_health_and_closes(
         assert 'aiofast_redis_degraded{namespace="aiofast"} 1.0' in exposed
     finally:
         await shared.close()
+
+
+async def test_the_url_comes_from_the_environment_with_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RedisServer(tmp_path, password="s3cret-pw")
+    server.start()
+    try:
+        monkeypatch.setenv("AIOFAST_REDIS_URL", server.url)
+        shared = SharedState(RedisSettings())
+        limiter = shared.limiter([{"scope": "team", "requests_per_minute": 60}])
+        await shared.start()
+        assert (await limiter.admit(RequestContext(team="t"))).source == "redis"
+        await shared.close()
+
+        monkeypatch.setenv("AIOFAST_REDIS_URL", server.url.replace("s3cret-pw", "wrong"))
+        shared = SharedState(RedisSettings())
+        await shared.start()
+        health = shared.health()
+        assert health["status"] == "degraded"
+        assert health["error"] == "AuthenticationError"
+        assert "wrong" not in str(health)
+        await shared.close()
+    finally:
+        server.stop()
+
+
+def test_a_missing_url_variable_is_a_config_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AIOFAST_REDIS_URL", raising=False)
+    with pytest.raises(ConfigError, match="AIOFAST_REDIS_URL"):
+        SharedState(RedisSettings())
+    monkeypatch.setenv("AIOFAST_REDIS_URL", "http://example.com")
+    with pytest.raises(ConfigError, match="rediss://"):
+        SharedState(RedisSettings())

@@ -125,9 +125,11 @@ class RedisStore:
         self._scripts[script.sha] = script
 
     async def start(self) -> None:
-        """Load the scripts; if Redis is down already, start degraded instead of failing."""
+        """Check Redis and load the scripts; if it cannot be reached (or refuses the
+        password), start degraded instead of failing: the health route says why."""
         try:
             async with timeout(self.settings.bound_s):
+                await self.client.ping()
                 await self._load_scripts()
         except _UNREACHABLE as exc:
             self._mark_degraded(exc)
