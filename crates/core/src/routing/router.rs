@@ -34,6 +34,15 @@ struct State {
     deployments: Vec<DeploymentState>,
     variant_counts: Vec<Vec<u64>>,
     rng: SplitMix64,
+    scratch: Scratch,
+}
+
+/// Working buffers of a decision, kept between decisions to spare allocations.
+#[derive(Debug, Clone, Default)]
+struct Scratch {
+    keyed: Vec<(f64, usize)>,
+    order: Vec<usize>,
+    seen: Vec<bool>,
 }
 
 /// A named copy of the state, for admin pages, metrics and tests.
@@ -66,6 +75,7 @@ impl Router {
                 .map(|e| vec![0; e.variants.len()])
                 .collect(),
             rng: SplitMix64::new(seed),
+            scratch: Scratch::default(),
         };
         Ok(Router {
             compiled,
@@ -196,37 +206,39 @@ impl Router {
         now: f64,
     ) -> Decision {
         let c = &self.compiled;
-        let mut seen = vec![false; c.deployments.len()];
-        let mut candidates = Vec::new();
+        let home = &c.tiers[tier];
+        // Buffers reused from one decision to the next: a decision allocates only its answer.
+        let mut scratch = std::mem::take(&mut state.scratch);
+        scratch.order.clear();
+        scratch.order.extend(pinned);
+        for t in std::iter::once(tier).chain(home.fallbacks.iter().copied()) {
+            self.order_into(&c.tiers[t], facts, state, &mut scratch);
+        }
+        scratch.seen.clear();
+        scratch.seen.resize(c.deployments.len(), false);
+        let mut candidates = Vec::with_capacity(scratch.order.len());
         let mut dropped = Vec::new();
-        let mut consider = |d: usize, state: &State| {
-            if std::mem::replace(&mut seen[d], true) {
-                return;
+        for &d in &scratch.order {
+            if std::mem::replace(&mut scratch.seen[d], true) {
+                continue;
             }
+            let name = &c.deployments[d].name;
             match self.drop_reason(facts, d, state, now) {
-                None => candidates.push(c.deployments[d].name.clone()),
+                None => candidates.push(name.clone()),
                 Some(reason) => {
                     let shadow = reason == DropReason::BreakerOpen && c.breaker.shadow;
                     if shadow {
-                        candidates.push(c.deployments[d].name.clone());
+                        candidates.push(name.clone());
                     }
                     dropped.push(Dropped {
-                        deployment: c.deployments[d].name.clone(),
+                        deployment: name.clone(),
                         reason,
                         shadow,
                     });
                 }
             }
-        };
-        if let Some(d) = pinned {
-            consider(d, state);
         }
-        let home = &c.tiers[tier];
-        for t in std::iter::once(tier).chain(home.fallbacks.iter().copied()) {
-            for d in self.order(&c.tiers[t], facts, state) {
-                consider(d, state);
-            }
-        }
+        state.scratch = scratch;
         Decision {
             tier: home.name.clone(),
             matched_by: MatchedBy::Cascade,
@@ -278,40 +290,44 @@ impl Router {
             / 1e6
     }
 
-    /// Members of a tier, best first. Every strategy starts from a weighted random order
-    /// (so ties are broken by weight) and then sorts stably by its own key.
-    fn order(&self, tier: &Tier, facts: &RequestFacts, state: &mut State) -> Vec<usize> {
+    /// Appends the members of a tier to `scratch.order`, best first. Every strategy starts
+    /// from a weighted random order (so ties are broken by weight), then sorts stably by
+    /// its own key.
+    fn order_into(
+        &self,
+        tier: &Tier,
+        facts: &RequestFacts,
+        state: &mut State,
+        scratch: &mut Scratch,
+    ) {
+        let keyed = &mut scratch.keyed;
+        keyed.clear();
         // Efraimidis-Spirakis: an exponential variate scaled by 1/weight; smallest first.
-        let mut keyed: Vec<(f64, usize)> = tier
-            .members
-            .iter()
-            .map(|&d| {
-                let weight = self.compiled.deployments[d].spec.weight;
-                let draw = -state.rng.next_open01().ln();
-                let key = if weight > 0.0 {
-                    draw / weight
-                } else {
-                    f64::INFINITY
-                };
-                (key, d)
-            })
-            .collect();
+        for &d in &tier.members {
+            let weight = self.compiled.deployments[d].spec.weight;
+            let draw = -state.rng.next_open01().ln();
+            let key = if weight > 0.0 {
+                draw / weight
+            } else {
+                f64::INFINITY
+            };
+            keyed.push((key, d));
+        }
         keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut order: Vec<usize> = keyed.into_iter().map(|(_, d)| d).collect();
         let live = &state.deployments;
         match tier.strategy {
             Strategy::WeightedRandom => {}
-            Strategy::LowestLatency => order.sort_by(|&a, &b| {
+            Strategy::LowestLatency => keyed.sort_by(|&(_, a), &(_, b)| {
                 let latency = |d: usize| live[d].latency_ewma.unwrap_or(0.0);
                 latency(a).total_cmp(&latency(b))
             }),
-            Strategy::LeastBusy => order.sort_by_key(|&d| live[d].in_flight),
-            Strategy::Cheapest => order.sort_by(|&a, &b| {
+            Strategy::LeastBusy => keyed.sort_by_key(|&(_, d)| live[d].in_flight),
+            Strategy::Cheapest => keyed.sort_by(|&(_, a), &(_, b)| {
                 self.typical_cost(facts, a)
                     .total_cmp(&self.typical_cost(facts, b))
             }),
         }
-        order
+        scratch.order.extend(keyed.iter().map(|&(_, d)| d));
     }
 
     fn typical_cost(&self, facts: &RequestFacts, d: usize) -> f64 {
