@@ -18,13 +18,13 @@ const NO_RANK: u32 = u32::MAX;
 
 #[inline]
 fn rank(ranks: &RankMap, bytes: &[u8]) -> u32 {
-    ranks.get(bytes).copied().unwrap_or(NO_RANK)
+    ranks.get(bytes).unwrap_or(NO_RANK)
 }
 
 /// The number of tokens BPE makes of `piece` (non-empty).
 #[inline]
 pub fn count_piece(ranks: &RankMap, piece: &[u8]) -> usize {
-    if piece.len() == 1 || ranks.contains_key(piece) {
+    if piece.len() == 1 || ranks.get(piece).is_some() {
         return 1;
     }
     if piece.len() < LARGE_PIECE {
@@ -81,46 +81,61 @@ fn count_short(ranks: &RankMap, piece: &[u8]) -> usize {
 /// the rank of part i joined with its successor (`NO_RANK` once merged away). A heap
 /// entry is stale when its rank no longer equals `pair[i]`: the bytes of a pair only
 /// grow, and distinct byte strings have distinct ranks.
+///
+/// Heap entries are `rank << 32 | start` in one `u64`, so the smallest entry is the
+/// lowest rank and, on ties, the leftmost pair; offsets are `u32`, which halves the
+/// memory traffic that dominates on megabyte pieces.
 fn count_long(ranks: &RankMap, piece: &[u8]) -> usize {
+    // A single piece of 4 GiB or more is counted in 4 GiB slices: exact below that size,
+    // and never a panic above it.
+    if piece.len() > u32::MAX as usize {
+        return piece
+            .chunks(u32::MAX as usize)
+            .map(|chunk| count_piece(ranks, chunk))
+            .sum();
+    }
     let n = piece.len();
-    let mut end: Vec<usize> = (1..=n).collect();
-    let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
+    let entry = |rank: u32, start: usize| Reverse(u64::from(rank) << 32 | start as u64);
+    let mut end: Vec<u32> = (1..=n as u32).collect();
+    let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
     let mut pair: Vec<u32> = vec![NO_RANK; n];
-    let mut heap = BinaryHeap::with_capacity(n);
+    let mut initial = Vec::with_capacity(n);
     for i in 0..n - 1 {
         pair[i] = rank(ranks, &piece[i..i + 2]);
         if pair[i] != NO_RANK {
-            heap.push(Reverse((pair[i], i)));
+            initial.push(entry(pair[i], i));
         }
     }
+    let mut heap = BinaryHeap::from(initial);
 
     let mut parts = n;
-    while let Some(Reverse((r, i))) = heap.pop() {
+    while let Some(Reverse(key)) = heap.pop() {
+        let (r, i) = ((key >> 32) as u32, (key & 0xFFFF_FFFF) as usize);
         if pair[i] != r {
             continue;
         }
-        let gone = end[i];
-        let new_end = end[gone];
-        end[i] = new_end;
+        let gone = end[i] as usize;
+        let new_end = end[gone] as usize;
+        end[i] = new_end as u32;
         pair[gone] = NO_RANK;
         if new_end < n {
-            prev[new_end] = i;
+            prev[new_end] = i as u32;
         }
         parts -= 1;
 
         pair[i] = if new_end < n {
-            rank(ranks, &piece[i..end[new_end]])
+            rank(ranks, &piece[i..end[new_end] as usize])
         } else {
             NO_RANK
         };
         if pair[i] != NO_RANK {
-            heap.push(Reverse((pair[i], i)));
+            heap.push(entry(pair[i], i));
         }
         if i > 0 {
-            let p = prev[i];
+            let p = prev[i] as usize;
             pair[p] = rank(ranks, &piece[p..new_end]);
             if pair[p] != NO_RANK {
-                heap.push(Reverse((pair[p], p)));
+                heap.push(entry(pair[p], p));
             }
         }
     }
@@ -134,10 +149,10 @@ mod tests {
     fn toy_ranks() -> RankMap {
         let mut ranks = RankMap::default();
         for b in 0..=255u8 {
-            ranks.insert(vec![b], u32::from(b));
+            ranks.insert(&[b], u32::from(b));
         }
         for (rank, token) in ["ab", "bc", "abc", "aa", "aaaa", "cd"].iter().enumerate() {
-            ranks.insert(token.as_bytes().to_vec(), 256 + rank as u32);
+            ranks.insert(token.as_bytes(), 256 + rank as u32);
         }
         ranks
     }

@@ -38,7 +38,9 @@ struct Table {
     blocks: Vec<[u8; BLOCK]>,
 }
 
-static ASCII: OnceLock<[u8; 128]> = OnceLock::new();
+/// ASCII classes as a constant, so the common case needs no lazy initialisation check;
+/// a test checks them against the Unicode tables.
+static ASCII: [u8; 128] = ascii_classes();
 static TABLE: OnceLock<Table> = OnceLock::new();
 
 fn class_ranges(pattern: &str) -> Vec<(u32, u32)> {
@@ -83,22 +85,32 @@ fn table() -> &'static Table {
     TABLE.get_or_init(build_table)
 }
 
-fn ascii() -> &'static [u8; 128] {
-    ASCII.get_or_init(|| {
-        let table = table();
-        let mut ascii = [0u8; 128];
-        for (cp, bits) in ascii.iter_mut().enumerate() {
-            *bits = table.blocks[table.block_of[0] as usize][cp];
-        }
-        ascii
-    })
+const fn ascii_classes() -> [u8; 128] {
+    let mut classes = [0u8; 128];
+    let mut c = 0;
+    while c < 128 {
+        let b = c as u8;
+        classes[c] = if b.is_ascii_lowercase() {
+            LETTER | LOWER
+        } else if b.is_ascii_uppercase() {
+            LETTER | UPPER
+        } else if b.is_ascii_digit() {
+            NUMBER
+        } else if matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ') {
+            SPACE
+        } else {
+            0
+        };
+        c += 1;
+    }
+    classes
 }
 
 /// The class bits of one code point.
 #[inline]
 pub fn class_of(cp: u32) -> u8 {
     if cp < 128 {
-        return ascii()[cp as usize];
+        return ASCII[cp as usize];
     }
     let table = table();
     let block = table.block_of[(cp as usize) / BLOCK] as usize;
@@ -107,7 +119,7 @@ pub fn class_of(cp: u32) -> u8 {
 
 /// Builds the tables now, so that the first count does not pay for it.
 pub fn warm_up() {
-    ascii();
+    table();
 }
 
 #[cfg(test)]
@@ -122,6 +134,17 @@ mod tests {
         assert_eq!(class_of(' ' as u32), SPACE);
         assert_eq!(class_of('\n' as u32), SPACE);
         assert_eq!(class_of('!' as u32), 0);
+    }
+
+    #[test]
+    fn ascii_constants_match_the_unicode_tables() {
+        let table = table();
+        for cp in 0..128 {
+            assert_eq!(
+                ASCII[cp], table.blocks[table.block_of[0] as usize][cp],
+                "{cp:#x}"
+            );
+        }
     }
 
     #[test]
