@@ -139,11 +139,9 @@ mod tests {
     #[test]
     fn ascii_constants_match_the_unicode_tables() {
         let table = table();
-        for cp in 0..128 {
-            assert_eq!(
-                ASCII[cp], table.blocks[table.block_of[0] as usize][cp],
-                "{cp:#x}"
-            );
+        let first_block = &table.blocks[table.block_of[0] as usize];
+        for (cp, bits) in ASCII.iter().enumerate() {
+            assert_eq!(*bits, first_block[cp], "{cp:#x}");
         }
     }
 
