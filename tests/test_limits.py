@@ -387,3 +387,36 @@ def test_idle_keys_are_evicted_and_memory_stays_bounded(clock: ManualClock) -> N
     assert rss_after[-1] - rss_after[2] < 16 * 1024 * 1024, rss_after
     limiter.sweep()
     assert limiter.key_count() == 0
+
+
+def test_prometheus_shows_spend_remaining_budget_and_refusals(clock: ManualClock) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from aiofast.limits import LimitsCollector, usage_report
+
+    limiter = Limiter(
+        [
+            {"name": "team-day", "scope": "team", "budget": {"usd": 5, "per": "day"}},
+            {"name": "user-rpm", "scope": "user", "requests_per_minute": 1},
+        ],
+        clock=clock,
+    )
+    admission = limiter.admit(RequestContext(team="search", user="u", cost_usd=1.0))
+    limiter.settle(admission.handle, 10, 10, 0.75)
+    assert not limiter.admit(RequestContext(team="search", user="u", cost_usd=1.0)).admitted
+    registry = CollectorRegistry()
+    registry.register(LimitsCollector(limiter))
+    text = generate_latest(registry).decode()
+    assert (
+        'aiofast_limit_spent_usd{limit="team-day",scope="team",scope_value="search"} 0.75' in text
+    )
+    assert (
+        'aiofast_limit_remaining_usd{limit="team-day",scope="team",scope_value="search"} 4.25'
+        in text
+    )
+    assert (
+        'aiofast_limit_refusals_total{kind="requests",limit="user-rpm",mode="enforce",scope="user"}'
+        " 1.0" in text
+    )
+    report = usage_report(limiter)
+    assert report["limits"][0]["entries"][0]["budget"]["spent_usd"] == pytest.approx(0.75)

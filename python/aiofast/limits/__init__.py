@@ -12,12 +12,14 @@ from aiofast._core import Admission, ManualClock, Refusal, RequestContext
 from aiofast.limits.config import BudgetConfig, LimitConfig, default_request_burst, parse_limits
 from aiofast.limits.http import format_reset, ratelimit_headers, refusal_body, refusal_headers
 from aiofast.limits.limiter import Limiter, reserved_output_tokens, worst_case_cost
+from aiofast.limits.metrics import LimitsCollector, usage_report
 
 __all__ = [
     "Admission",
     "BudgetConfig",
     "LimitConfig",
     "Limiter",
+    "LimitsCollector",
     "ManualClock",
     "Refusal",
     "RequestContext",
@@ -28,5 +30,6 @@ __all__ = [
     "refusal_body",
     "refusal_headers",
     "reserved_output_tokens",
+    "usage_report",
     "worst_case_cost",
 ]

@@ -17,7 +17,7 @@ use super::clock::Clock;
 use super::decision::{self, Ask, Decision, Held, RefusalCode, Usage, Verdict};
 use super::reservations::{Reservation, Reservations};
 use super::spec::{LimitKind, LimitSpec, Mode, RequestScopes};
-use super::store::{Shard, Store};
+use super::store::{Hashed, Shard, Store};
 use crate::{Error, Result};
 
 /// At most this many expired reservations are settled inside one admission, so a backlog
@@ -176,7 +176,7 @@ pub struct Limiter {
     reservation_ttl_ns: u64,
 }
 
-type Applicable<'a> = SmallVec<[(usize, &'a str); 8]>;
+type Applicable<'a> = SmallVec<[(usize, Hashed<'a>); 8]>;
 
 impl Limiter {
     /// `reservation_ttl_ns`: how long an unsettled reservation lives before it is settled
@@ -219,7 +219,10 @@ impl Limiter {
             .limits
             .iter()
             .enumerate()
-            .filter_map(|(i, l)| l.spec.applies_to(&request.scopes).map(|v| (i, v)))
+            .filter_map(|(i, l)| {
+                let value = l.spec.applies_to(&request.scopes)?;
+                Some((i, l.store.hash(value)))
+            })
             .collect();
         let budget_nows = self.budget_nows(&applicable, now)?;
 
@@ -257,9 +260,11 @@ impl Limiter {
             limit.refusals[mode_index(limit.spec.mode)][verdict.kind.index()]
                 .fetch_add(1, Ordering::Relaxed);
             match limit.spec.mode {
-                Mode::Shadow => admission
-                    .shadow_refusals
-                    .push(self.refusal(i, value, verdict)),
+                Mode::Shadow => {
+                    admission
+                        .shadow_refusals
+                        .push(self.refusal(i, value.key(), verdict))
+                }
                 Mode::Enforce => {
                     worst = Some(match worst {
                         Some((j, w)) if w.worse(verdict) == w => (j, w),
@@ -271,7 +276,7 @@ impl Limiter {
         let admitted = worst.is_none();
         if let Some((slot, verdict)) = worst {
             let (i, value) = applicable[slot];
-            admission.refusal = Some(self.refusal(i, value, verdict));
+            admission.refusal = Some(self.refusal(i, value.key(), verdict));
         }
 
         let mut held: SmallVec<[Held; 4]> = SmallVec::new();
@@ -279,7 +284,10 @@ impl Limiter {
             let spec = &self.limits[i].spec;
             let d = &decisions[slot];
             let commits = admitted && d.refusal.is_none();
-            let (key, state) = guards[slot].entry(value, |_| false);
+            // Created in the first pass, under the lock still held.
+            let Some((key, state)) = guards[slot].get(value) else {
+                continue;
+            };
             if commits {
                 decision::commit(spec, state, d, now, request.cost_nano);
                 if spec.tokens.is_some() || spec.concurrency.is_some() || spec.budget.is_some() {
@@ -384,7 +392,7 @@ impl Limiter {
             let mut spent_nano = 0u64;
             limit.store.for_each_shard(|shard| {
                 view.keys += shard.len();
-                for (key, state) in shard.iter_mut() {
+                for (key, state) in shard.iter_mut().map(|slot| (&slot.0, &mut slot.1)) {
                     let entry = entry_view(spec, key, state, now, budget_now.as_ref());
                     if let Some(budget) = &state.budget {
                         spent_nano = spent_nano.saturating_add(budget.spent());
@@ -485,8 +493,9 @@ impl Limiter {
                 reserved_cost: reservation.cost,
                 cost: actual.cost_nano,
             };
-            let mut shard = limit.store.lock(&held.key);
-            let (_, state) = shard.entry(&held.key, |s| s.is_idle(now, budget_now.as_ref()));
+            let key = limit.store.hash(&held.key);
+            let mut shard = limit.store.lock(key);
+            let (_, state) = shard.entry(key, |s| s.is_idle(now, budget_now.as_ref()));
             decision::release(&limit.spec, state, held, &usage, now, budget_now.as_ref());
         }
         Ok(())
