@@ -16,37 +16,32 @@ Before timing, each implementation admits the same warm-up requests and must adm
 of them. Rounds interleave the implementations (A B C D A B C D …); the figure is the median
 of rounds, and the ratio is taken per round.
 
-    python benches/limits.py [--smoke]
+    python benches/limits_memory.py [--smoke]
+
+(Not ``benches/limits.py``: a script of that name would shadow the ``limits`` library for
+every other script in this folder.)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import importlib.metadata
 import json
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import limits as limits_lib
 from aiolimiter import AsyncLimiter
+from limits import storage, strategies
 
 from aiofast.limits import Limiter, RequestContext
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-
-# This script shares its name with the peer library: keep its own folder off the import
-# path so that importing ``limits`` finds the library, not this file.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-limits_lib = importlib.import_module("limits")
-storage = importlib.import_module("limits.storage")
-strategies = importlib.import_module("limits.strategies")
+RESULTS = Path(__file__).resolve().parent / "results"
 KEYS = 10_000
 PER_MINUTE = 1_000
 TOKENS = 700
@@ -87,7 +82,7 @@ def aiofast_case(full: bool) -> Callable[[int], int]:
     return run
 
 
-def limits_case(strategy: Any, full: bool) -> Callable[[int], int]:
+def limits_case(strategy: type[strategies.RateLimiter], full: bool) -> Callable[[int], int]:
     limiter = strategy(storage.MemoryStorage())
     per_key = limits_lib.parse(f"{PER_MINUTE}/minute")
     tokens = limits_lib.parse(f"{PER_MINUTE * TOKENS}/minute")
@@ -187,7 +182,7 @@ def main() -> None:
             print(f"{label:<22}{name:<22}{rate:>14,.0f}{1e9 / rate:>13,.0f}{shown:>9}")
     RESULTS.mkdir(exist_ok=True)
     report = {
-        "bench": "limits",
+        "bench": "limits_memory",
         "smoke": args.smoke,
         "rounds": rounds,
         "decisions_per_round": per_round,
@@ -199,7 +194,7 @@ def main() -> None:
         | {"python": platform.python_version()},
         "machine": platform.processor() or platform.machine(),
     }
-    (RESULTS / "limits.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / "limits_memory.json").write_text(json.dumps(report, indent=2))
     headline = results["requests/min per key"]["ratio"]["limits moving window"]
     print(f"ratio: {headline:.2f}x vs limits (moving window)")
 
