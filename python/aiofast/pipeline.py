@@ -192,8 +192,9 @@ class Pipeline:
 
     async def relay(self, ctx: RequestContext, call: UpstreamCall, write: Sink) -> None:
         """Relay a stream event by event; a broken upstream ends with an error event."""
-        reader = self._stream_reader(ctx)
-        relay = StreamRelay(ctx, reader, self.stages.output_guard.stream_checker(ctx), self._price)
+        checker = self.stages.output_guard.stream_checker(ctx)
+        reader = self._stream_reader(ctx, need_text=checker is not None)
+        relay = StreamRelay(ctx, reader, checker, self._price)
         ctx.status = 200
         try:
             failure = await relay.run(call, write)
@@ -315,12 +316,12 @@ class Pipeline:
         ctx.input_tokens = counted.prompt_tokens
         ctx.input_estimated = counted.estimated
 
-    def _stream_reader(self, ctx: RequestContext) -> StreamReader:
+    def _stream_reader(self, ctx: RequestContext, *, need_text: bool) -> StreamReader:
         deployment = ctx.deployment
         counter = TokenCounter(model=deployment.model if deployment else ctx.requested_model)
         if ctx.api == API_MESSAGES:
-            return AnthropicStreamReader(counter)
-        return OpenAIStreamReader(counter)
+            return AnthropicStreamReader(counter, need_text=need_text)
+        return OpenAIStreamReader(counter, need_text=need_text)
 
     def _take_reading(self, ctx: RequestContext, reading: Reading) -> None:
         deployment = ctx.deployment

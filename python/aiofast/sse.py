@@ -71,6 +71,9 @@ class SSEParser:
 
 
 def _parse(raw: bytes) -> SSEEvent | None:
+    if raw.startswith(b"data: ") and raw.count(b"\n") == 2 and raw.endswith(b"\n\n"):
+        # The shape of nearly every OpenAI event: one data line, nothing else.
+        return SSEEvent("", raw[6:-2].decode("utf-8", errors="replace"), raw)
     name = ""
     data: list[str] = []
     for line in raw.decode("utf-8", errors="replace").splitlines():

@@ -87,8 +87,12 @@ def read_anthropic_body(body: dict[str, Any]) -> Reading:
 class StreamReader:
     """Common state of the two stream readers."""
 
-    def __init__(self, counter: TokenCounter) -> None:
+    def __init__(self, counter: TokenCounter, *, need_text: bool = False) -> None:
         self._counter = counter
+        # With need_text (an output guard reads every delta), every event is parsed as it
+        # comes; otherwise plain content chunks are kept unparsed until a count is needed.
+        self.need_text = need_text
+        self._deferred: list[str] = []
         # Text waits here and reaches the counter in one push when a count is asked for:
         # the total is the same (the counter's total never depends on chunk boundaries)
         # and most streams end with provider usage, so most are never counted at all.
@@ -98,14 +102,21 @@ class StreamReader:
         self.tool_calls: list[str] = []
         self.done = False
         self.error: str | None = None
-        self.chunks = 0
 
     def event(self, event: SSEEvent) -> EventInfo:
         raise NotImplementedError
 
+    def _chunk(self, data: str) -> EventInfo:
+        """Read one event's data in full."""
+        return self.event(SSEEvent("", data, b""))
+
     @property
     def output_tokens(self) -> int:
         """Output tokens streamed so far (text and tool-call arguments), exactly."""
+        if self._deferred:
+            deferred, self._deferred = self._deferred, []
+            for data in deferred:
+                self._chunk(data)
         if self._pending:
             self._counter.push("".join(self._pending))
             self._pending.clear()
@@ -116,15 +127,25 @@ class StreamReader:
             self._pending.append(text)
 
 
+_PLAIN = EventInfo()
+
+
 class OpenAIStreamReader(StreamReader):
     def event(self, event: SSEEvent) -> EventInfo:
-        if event.data == "[DONE]":
+        data = event.data
+        if data == "[DONE]":
             self.done = True
             return EventInfo(done=True)
-        chunk = _loads(event.data)
+        if self.model is not None and not self.need_text and _plain_chunk(data):
+            # Most chunks only add text: keep them for a later count, skip the JSON work.
+            self._deferred.append(data)
+            return _PLAIN
+        return self._chunk(data)
+
+    def _chunk(self, data: str) -> EventInfo:
+        chunk = _loads(data)
         if chunk is None:
             return EventInfo()
-        self.chunks += 1
         if "error" in chunk:
             self.error = _error_message(chunk["error"])
             return EventInfo(error=self.error, data=chunk)
@@ -162,7 +183,6 @@ class AnthropicStreamReader(StreamReader):
         if data is None:
             return EventInfo()
         kind = event.event or str(data.get("type", ""))
-        self.chunks += 1
         if kind == "message_start":
             message = data.get("message") or {}
             self.model = _str(message.get("model"))
@@ -191,6 +211,12 @@ class AnthropicStreamReader(StreamReader):
             self.error = _error_message(data.get("error"))
             return EventInfo(error=self.error, data=data)
         return EventInfo(data=data)
+
+
+def _plain_chunk(data: str) -> bool:
+    """Whether an OpenAI chunk can hold nothing but text: no usage object, no tool call,
+    no error. Inside JSON strings quotes are escaped, so text cannot fake these keys."""
+    return '"usage":{' not in data and '"tool_calls"' not in data and '"error"' not in data
 
 
 def _loads(data: str) -> dict[str, Any] | None:
