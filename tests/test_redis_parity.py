@@ -14,7 +14,9 @@ from aiofast.stores.settings import RedisSettings
 from aiofast.stores.shared_limits import SharedLimiter
 
 LIMITS: list[dict[str, Any]] = [
-    {"scope": "team", "requests_per_minute": 5, "burst": 3, "tokens_per_minute": 1000},
+    # Slow refills (a token every 86 s), so that the moments the two limiters read their
+    # clocks, a few milliseconds apart on a busy machine, never change a decision.
+    {"scope": "team", "requests_per_minute": 5, "burst": 3, "tokens_per_day": 1000},
     {"scope": "user", "concurrency": 2, "mode": "shadow"},
     {
         "name": "user-spend",

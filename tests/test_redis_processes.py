@@ -21,10 +21,13 @@ import pytest
 from redis_server import RedisServer
 
 SERVER = Path(__file__).with_name("shared_limits_server.py")
-SETTINGS = {"timeout_ms": 100, "connect_timeout_ms": 100, "probe_interval_ms": 50, "instances": 2}
+# Outage tests use short bounds; the others generous ones, so that a busy machine is
+# not mistaken for an outage (which would rightly switch to the local shares).
+OUTAGE = {"timeout_ms": 100, "connect_timeout_ms": 100, "probe_interval_ms": 50, "instances": 2}
+STEADY = {**OUTAGE, "timeout_ms": 3000, "connect_timeout_ms": 3000}
 # Room for two busy processes' own scheduling on a 2-core machine, on top of the bound.
 SLACK_S = 0.5
-BOUND_S = (SETTINGS["timeout_ms"] + SETTINGS["connect_timeout_ms"]) / 1000
+BOUND_S = (OUTAGE["timeout_ms"] + OUTAGE["connect_timeout_ms"]) / 1000
 
 
 def free_port() -> int:
@@ -35,15 +38,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def processes(url: str, limits: list[dict[str, Any]], count: int = 2) -> Iterator[list[str]]:
+def processes(
+    url: str, limits: list[dict[str, Any]], settings: dict[str, int] = STEADY
+) -> Iterator[list[str]]:
     env = {
         **os.environ,
         "AIOFAST_REDIS_URL": url,
-        "AIOFAST_TEST_REDIS_SETTINGS": json.dumps(SETTINGS),
+        "AIOFAST_TEST_REDIS_SETTINGS": json.dumps(settings),
     }
     started = []
     try:
-        for _ in range(count):
+        for _ in range(2):
             port = free_port()
             process = subprocess.Popen(
                 [sys.executable, str(SERVER), str(port), json.dumps(limits)],
@@ -150,7 +155,7 @@ async def test_stopped_redis_mid_load_bounded_then_recovered_without_restart(
         {"scope": "team", "requests_per_minute": 600, "burst": 100},
         {"name": "spend", "scope": "team", "budget": {"usd": 100.0, "per": "month"}},
     ]
-    with processes(redis_server.url, limits) as bases:
+    with processes(redis_server.url, limits, OUTAGE) as bases:
         target = alternate(bases)
 
         async def timed(i: int) -> tuple[float, dict[str, Any]]:
@@ -181,7 +186,7 @@ async def test_killed_and_restarted_empty_redis_stays_within_the_local_shares(
     redis_server: RedisServer, session: aiohttp.ClientSession
 ) -> None:
     limits = [{"scope": "team", "requests_per_minute": 10, "burst": 10}]
-    with processes(redis_server.url, limits) as bases:
+    with processes(redis_server.url, limits, OUTAGE) as bases:
         target = alternate(bases)
         first = [await admit(session, target(i), team="t") for i in range(4)]
         assert all(r["admitted"] for r in first)

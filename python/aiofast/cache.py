@@ -51,6 +51,7 @@ logger = logging.getLogger("aiofast.cache")
 
 CACHE_HEADER = "x-aiofast-cache"
 CacheMode = Literal["off", "deterministic", "always"]
+CachedApi = Literal["chat", "embeddings", "messages"]
 
 # Fields that change how an answer is delivered or attributed, not what it says.
 _NOT_PART_OF_THE_ANSWER = frozenset({"stream", "stream_options", "user", "metadata", "store"})
@@ -67,7 +68,7 @@ class CacheSettings(BaseModel):
     max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_entry_bytes: int = Field(default=1024 * 1024, ge=1)
     shared: Literal["key", "team", "all"] = "key"
-    routes: dict[str, CacheMode] = Field(default_factory=dict)
+    routes: dict[CachedApi, CacheMode] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +205,10 @@ class ResponseCache:
 
     def key_for(self, api: str, body: dict[str, Any], key: str, team: str) -> str | None:
         """The cache key of this request for this caller, or None when not cacheable."""
-        mode = self.settings.routes.get(api, "off")
+        mode: CacheMode = "off"
+        for route, route_mode in self.settings.routes.items():
+            if route == api:
+                mode = route_mode
         audience = {"key": f"key:{key}", "team": f"team:{team}", "all": ""}[self.settings.shared]
         return request_key(api, body, mode, audience)
 

@@ -151,6 +151,11 @@ async def _serve(request: web.Request, api: str) -> web.StreamResponse:
         raw = await read_body(request, pipeline.policy.server.max_body_bytes)
         pipeline.load(ctx, parse_body(api, raw), raw)
         await pipeline.admit(ctx)
+        hit = await pipeline.cached(ctx)
+        if hit is not None:
+            return web.Response(
+                body=hit.body, content_type="application/json", headers=pipeline.facts_headers(ctx)
+            )
         call = await pipeline.call(ctx)
         if ctx.stream and call.status < 400:
             response = web.StreamResponse(headers=_stream_headers(pipeline.facts_headers(ctx)))
@@ -160,6 +165,7 @@ async def _serve(request: web.Request, api: str) -> web.StreamResponse:
                 await response.write_eof()
             return response
         body = await pipeline.complete(ctx, call)
+        await pipeline.remember(ctx, body)
         return web.Response(
             body=body, content_type="application/json", headers=pipeline.facts_headers(ctx)
         )
@@ -241,6 +247,7 @@ async def _health(request: web.Request) -> web.StreamResponse:
             "policy_version": pipeline.policy.version,
             "upstreams": [u.name for u in pipeline.policy.upstreams],
             "tiers": list(pipeline.policy.tiers),
+            **({"redis": pipeline.shared.health()} if pipeline.shared is not None else {}),
         }
     )
 

@@ -44,15 +44,18 @@ from typing import Any
 import orjson
 
 from aiofast.auth import ANONYMOUS, Identity, KeyRing
+from aiofast.cache import CACHE_HEADER, CachedResponse, ResponseCache
 from aiofast.context import Candidate, RequestContext
 from aiofast.ledger import Ledger, UsageEvent
 from aiofast.parsing import API_CHAT, API_EMBEDDINGS, API_MESSAGES
 from aiofast.policy import DeploymentPolicy, Policy
-from aiofast.prices import PriceTable, cost
+from aiofast.prices import Cost, PriceTable, cost
 from aiofast.refusals import RequestRefused, bad_request, rate_limited, upstream_failed
 from aiofast.relay import Sink, StreamRelay
 from aiofast.sse import format_event
 from aiofast.stages import Stages
+from aiofast.stores import metrics as store_metrics
+from aiofast.stores.shared import SharedState
 from aiofast.telemetry import Metrics, log_request
 from aiofast.tokens import TokenCounter, count_chat, count_tokens
 from aiofast.upstream import UpstreamCall, UpstreamPool
@@ -71,6 +74,8 @@ _PATHS = {API_CHAT: "/chat/completions", API_EMBEDDINGS: "/embeddings", API_MESS
 logger = logging.getLogger("aiofast.pipeline")
 
 _ADMITTED = "pipeline.admitted"
+_CACHE_KEY = "pipeline.cache_key"
+_FREE = Cost(0.0, True, 0, 0, 0, 0, 0)
 CLIENT_CLOSED = 499
 
 
@@ -94,6 +99,15 @@ class Pipeline:
         self.admin_keys = KeyRing(policy.admin_keys)
         self._count_models = _counting_models(policy)
         self._price_models: dict[tuple[str, str], str] = {}
+        # Shared with the other gateway processes through Redis ([redis]); None keeps
+        # everything in this process.
+        self.shared = SharedState(policy.redis) if policy.redis is not None else None
+        self.cache = (
+            ResponseCache.from_settings(policy.cache, self.shared.store if self.shared else None)
+            if policy.cache.routes
+            else None
+        )
+        store_metrics.register(self.metrics.registry)
         self._started = False
 
     async def start(self) -> None:
@@ -101,6 +115,8 @@ class Pipeline:
             return
         self.ledger.start()
         await self.upstreams.start()
+        if self.shared is not None:
+            await self.shared.start()
         # Load the tokenizers now rather than on the first request.
         models = {d.model for d in self.policy.deployments}
         await asyncio.to_thread(lambda: [count_tokens("warm up", model=m) for m in models])
@@ -111,6 +127,8 @@ class Pipeline:
             return
         self._started = False
         await self.upstreams.close()
+        if self.shared is not None:
+            await self.shared.close()
         await asyncio.to_thread(self.ledger.close)
 
     def context(
@@ -248,6 +266,32 @@ class Pipeline:
         self.metrics.observe(event, overhead)
         log_request(event, self.policy.logging.bodies, ctx.body, ctx.response_text)
         return event
+
+    async def cached(self, ctx: RequestContext) -> CachedResponse | None:
+        """The stored answer to this exact request, when its route is cached: the
+        request then costs nothing and is answered without calling upstream."""
+        if self.cache is None or ctx.stream:
+            return None
+        key = self.cache.key_for(ctx.api, ctx.body, ctx.identity.key, ctx.identity.team)
+        if key is None:
+            return None
+        ctx.state[_CACHE_KEY] = key
+        hit = await self.cache.lookup(key)
+        if hit is None:
+            ctx.response_headers[CACHE_HEADER] = "miss"
+            return None
+        ctx.status, ctx.cost, ctx.usage_source = 200, _FREE, "cache"
+        ctx.served_model = hit.headers.get("x-aiofast-model", "")
+        ctx.response_headers.update(hit.headers)
+        ctx.response_headers[CACHE_HEADER] = "hit"
+        return hit
+
+    async def remember(self, ctx: RequestContext, body: bytes) -> None:
+        """Keep a whole answer for the next identical request (errors never)."""
+        key = ctx.state.get(_CACHE_KEY)
+        if key is not None and self.cache is not None:
+            facts = {"x-aiofast-model": ctx.served_model} if ctx.served_model else {}
+            await self.cache.store(key, ctx.status, body, facts)
 
     def facts_headers(self, ctx: RequestContext) -> dict[str, str]:
         """The ``x-aiofast-*`` headers of a response."""

@@ -21,7 +21,9 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from aiofast.cache import CacheSettings
 from aiofast.errors import ConfigError
+from aiofast.stores.settings import RedisSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -198,6 +200,9 @@ class Policy(_Strict):
     ledger: LedgerPolicy = LedgerPolicy()
     logging: LoggingPolicy = LoggingPolicy()
     server: ServerPolicy = ServerPolicy()
+    # Shared state of several gateway processes (aiofast.stores); None keeps it in process.
+    redis: RedisSettings | None = None
+    cache: CacheSettings = CacheSettings()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Policy:

@@ -10,8 +10,10 @@ import shlex
 import orjson
 
 from aiofast.errors import ConfigError
+from aiofast.gateway import create_app
 from aiofast.policy import Policy, default_policy, load_policy
 from aiofast.server import run_app
+from aiofast.workers import bind, serve_workers, unshared_state_warning
 
 __all__ = ["add_parser", "is_loopback", "run"]
 
@@ -35,6 +37,13 @@ def add_parser(
         help="level of the aiofast loggers; info writes one JSON line per request to stderr",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes serving the port (default 1); with more than one, share limits, "
+        "budgets and breakers through a [redis] section",
+    )
+    parser.add_argument(
         "--allow-open",
         action="store_true",
         help="allow binding beyond loopback with no API key configured",
@@ -46,8 +55,43 @@ def run(args: argparse.Namespace) -> int:
     policy = load_policy(args.config) if args.config else default_policy()
     check_exposure(policy, args.host, allow_open=args.allow_open)
     _log_to_stderr(args.log_level)
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1:
+        return _run_workers(policy, args)
     run_app(policy, host=args.host, port=args.port, on_ready=BannerPrinter(policy, args.config))
     return 0
+
+
+def _run_workers(policy: Policy, args: argparse.Namespace) -> int:
+    """Fork the workers on one pre-bound socket; the parent only supervises them."""
+    log = logging.getLogger("aiofast.workers")
+    warning = unshared_state_warning(args.workers, policy.redis is not None)
+    if warning is not None:
+        log.warning("%s", warning)
+    if policy.redis is not None and policy.redis.instances < args.workers:
+        # The local fallback divides each limit by `instances`: never by fewer processes
+        # than this machine alone runs.
+        log.warning(
+            "redis.instances is %d but --workers starts %d processes; using %d (set it to "
+            "the number of gateway processes on all machines)",
+            policy.redis.instances,
+            args.workers,
+            args.workers,
+        )
+        shared = policy.redis.model_copy(update={"instances": args.workers})
+        policy = policy.model_copy(update={"redis": shared})
+
+    sock = bind(args.host, args.port)
+    port = sock.getsockname()[1]
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    banner = BannerPrinter(policy, args.config)
+    return serve_workers(
+        lambda: create_app(policy),
+        sock,
+        args.workers,
+        on_ready=lambda: banner(f"http://{shown}:{port}"),
+    )
 
 
 def _log_to_stderr(level: str) -> None:
