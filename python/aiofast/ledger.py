@@ -247,7 +247,9 @@ class Ledger:
             with connection:
                 connection.executemany(_INSERT_EVENT, events)
                 connection.executemany(_INSERT_OUTCOME, outcomes)
-        except sqlite3.Error:
+        except Exception:
+            # Whatever went wrong (disk full, locked file, a bad value), the writer lives
+            # on: losing a batch is better than losing every later one.
             self.dropped += len(batch)
             logger.exception("ledger write failed; %d records lost", len(batch))
 
