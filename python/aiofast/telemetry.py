@@ -22,10 +22,10 @@ request_logger = logging.getLogger("aiofast.request")
 
 # From 10 µs to 100 ms: the gateway's own share of a request lives at the low end.
 _OVERHEAD_BUCKETS = (
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-    0.05, 0.1,
+    0.00001, 0.000025, 0.00005, 0.000075, 0.0001, 0.00015, 0.00025, 0.0005, 0.001, 0.0025,
+    0.005, 0.01, 0.025, 0.05, 0.1,
 )  # fmt: skip
-_Children = tuple[Counter, Histogram, Histogram, Histogram, tuple[Counter, ...], Counter]
+_Children = tuple[Counter, Histogram, Histogram, tuple[Counter, ...], Counter]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -89,14 +89,14 @@ class Metrics:
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = self._labelled(*key)
-        requests, latency, overhead, ttft, tokens, cost = children
+        requests, latency, overhead, tokens, cost = children
         requests.inc()
         latency.observe(event.latency_ms / 1000)
         overhead.observe(overhead_seconds)
         if event.error_type:
             self.errors.labels(event.error_type).inc()
         if event.ttft_ms is not None:
-            ttft.observe(event.ttft_ms / 1000)
+            self.ttft.labels(model).observe(event.ttft_ms / 1000)
         for counter, count in zip(
             tokens,
             (event.input_tokens, event.cached_tokens, event.output_tokens, event.reasoning_tokens),
@@ -118,7 +118,6 @@ class Metrics:
             self.requests.labels(api, model, tier, str(status), self.policy_version),
             self.latency.labels(api),
             self.overhead.labels(api),
-            self.ttft.labels(model),
             tokens,
             self.cost.labels(model, tier),
         )
