@@ -263,7 +263,9 @@ impl Admission {
 
     #[getter]
     fn refusal(&self) -> Option<Refusal> {
-        self.inner.refusal.clone().map(|inner| Refusal { inner })
+        self.inner.refusal.as_deref().map(|inner| Refusal {
+            inner: inner.clone(),
+        })
     }
 
     #[getter]

@@ -17,7 +17,7 @@ use super::clock::Clock;
 use super::decision::{self, Ask, Decision, Held, RefusalCode, Usage, Verdict};
 use super::reservations::{Reservation, Reservations};
 use super::spec::{LimitKind, LimitSpec, Mode, RequestScopes};
-use super::store::{Hashed, Shard, Store};
+use super::store::{Hashed, Shard, Slot, Store};
 use crate::{Error, Result};
 
 /// At most this many expired reservations are settled inside one admission, so a backlog
@@ -100,7 +100,7 @@ pub struct Admission {
     /// Settle with this; 0 when the request holds nothing that needs settling.
     pub handle: u64,
     /// `None` when admitted.
-    pub refusal: Option<Refusal>,
+    pub refusal: Option<Box<Refusal>>,
     /// What shadow limits would have refused (the request was not refused for them).
     pub shadow_refusals: Vec<Refusal>,
     pub requests: Option<Headroom>,
@@ -176,7 +176,7 @@ pub struct Limiter {
     reservation_ttl_ns: u64,
 }
 
-type Applicable<'a> = SmallVec<[(usize, Hashed<'a>); 8]>;
+type Applicable<'a> = SmallVec<[(usize, Hashed<'a>, Option<BudgetNow>); 8]>;
 
 impl Limiter {
     /// `reservation_ttl_ns`: how long an unsettled reservation lives before it is settled
@@ -215,34 +215,39 @@ impl Limiter {
     /// Decides a request against every limit that applies to it.
     pub fn admit(&self, request: &Request<'_>) -> Result<Admission> {
         let now = self.clock.monotonic_ns();
-        let applicable: Applicable<'_> = self
-            .limits
-            .iter()
-            .enumerate()
-            .filter_map(|(i, l)| {
-                let value = l.spec.applies_to(&request.scopes)?;
-                Some((i, l.store.hash(value)))
-            })
-            .collect();
-        let budget_nows = self.budget_nows(&applicable, now)?;
+        let mut applicable: Applicable<'_> = SmallVec::new();
+        for (i, limit) in self.limits.iter().enumerate() {
+            if let Some(value) = limit.spec.applies_to(&request.scopes) {
+                let budget_now = self.budget_now(&limit.spec, now)?;
+                applicable.push((i, limit.store.hash(value), budget_now));
+            }
+        }
 
         // Lock in limit order, then decide everything before changing anything.
         let mut guards: SmallVec<[MutexGuard<'_, Shard>; 8]> = applicable
             .iter()
-            .map(|&(i, value)| self.limits[i].store.lock(value))
+            .map(|&(i, value, _)| self.limits[i].store.lock(value))
             .collect();
-        let mut decisions: SmallVec<[Decision; 8]> = SmallVec::new();
-        for (slot, &(i, value)) in applicable.iter().enumerate() {
-            let ask = Ask {
-                now,
-                tokens: request.tokens,
-                cost: request.cost_nano,
-                budget_now: budget_nows[slot].as_ref(),
-            };
-            let spec = &self.limits[i].spec;
-            let (_, state) = guards[slot].entry(value, |s| s.is_idle(now, ask.budget_now));
-            decisions.push(decision::decide(spec, state, &ask));
-        }
+        let mut slots: SmallVec<[&mut Slot; 8]> = guards
+            .iter_mut()
+            .zip(&applicable)
+            .map(|(shard, (_, value, budget_now))| {
+                shard.entry(*value, |s| s.is_idle(now, budget_now.as_ref()))
+            })
+            .collect();
+        let decisions: SmallVec<[Decision; 8]> = slots
+            .iter_mut()
+            .zip(&applicable)
+            .map(|(slot, (i, _, budget_now))| {
+                let ask = Ask {
+                    now,
+                    tokens: request.tokens,
+                    cost: request.cost_nano,
+                    budget_now: budget_now.as_ref(),
+                };
+                decision::decide(&self.limits[*i].spec, &mut slot.1, &ask)
+            })
+            .collect();
 
         let mut admission = Admission {
             handle: 0,
@@ -255,7 +260,7 @@ impl Limiter {
         let mut worst: Option<(usize, Verdict)> = None;
         for (slot, d) in decisions.iter().enumerate() {
             let Some(verdict) = d.refusal else { continue };
-            let (i, value) = applicable[slot];
+            let (i, value, _) = applicable[slot];
             let limit = &self.limits[i];
             limit.refusals[mode_index(limit.spec.mode)][verdict.kind.index()]
                 .fetch_add(1, Ordering::Relaxed);
@@ -275,20 +280,15 @@ impl Limiter {
         }
         let admitted = worst.is_none();
         if let Some((slot, verdict)) = worst {
-            let (i, value) = applicable[slot];
-            admission.refusal = Some(self.refusal(i, value.key(), verdict));
+            let (i, value, _) = applicable[slot];
+            admission.refusal = Some(Box::new(self.refusal(i, value.key(), verdict)));
         }
 
         let mut held: SmallVec<[Held; 4]> = SmallVec::new();
-        for (slot, &(i, value)) in applicable.iter().enumerate() {
+        for ((entry, &(i, _, _)), d) in slots.iter_mut().zip(&applicable).zip(&decisions) {
             let spec = &self.limits[i].spec;
-            let d = &decisions[slot];
-            let commits = admitted && d.refusal.is_none();
-            // Created in the first pass, under the lock still held.
-            let Some((key, state)) = guards[slot].get(value) else {
-                continue;
-            };
-            if commits {
+            let (key, state) = (&entry.0, &mut entry.1);
+            if admitted && d.refusal.is_none() {
                 decision::commit(spec, state, d, now, request.cost_nano);
                 if spec.tokens.is_some() || spec.concurrency.is_some() || spec.budget.is_some() {
                     held.push(Held {
@@ -311,6 +311,7 @@ impl Limiter {
                 );
             }
         }
+        drop(slots);
         drop(guards);
 
         if !held.is_empty() {
@@ -458,17 +459,6 @@ impl Limiter {
                 budget.now(now, wall).map(Some)
             }
         }
-    }
-
-    fn budget_nows(
-        &self,
-        applicable: &Applicable<'_>,
-        now: u64,
-    ) -> Result<SmallVec<[Option<BudgetNow>; 8]>> {
-        applicable
-            .iter()
-            .map(|&(i, _)| self.budget_now(&self.limits[i].spec, now))
-            .collect()
     }
 
     fn expire(&self, expired: Vec<Reservation>) -> Result<()> {

@@ -29,7 +29,8 @@ const MIN_SWEEP_LEN: usize = 256;
 #[derive(Debug)]
 struct Padded<T>(T);
 
-type Slot = (Arc<str>, ScopeState);
+/// A stored key (shared with the reservations that hold it) and its state.
+pub type Slot = (Arc<str>, ScopeState);
 
 /// The entries of one shard.
 #[derive(Debug)]
