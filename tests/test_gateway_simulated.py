@@ -21,7 +21,7 @@ async def test_chat_answers_with_usage_cost_and_fact_headers() -> None:
         assert answer["model"] == "gpt-4o"
         assert headers["x-aiofast-model"] == "gpt-4o"
         assert headers["x-aiofast-tier"] == "medium"
-        assert headers["x-aiofast-route"] == "tier:medium"
+        assert headers["x-aiofast-route"].startswith("tier=medium; by=alias;")
         assert int(headers["x-aiofast-input-tokens"]) == usage["prompt_tokens"]
         assert int(headers["x-aiofast-output-tokens"]) == usage["completion_tokens"]
         expected = cost("gpt-4o", usage, table=PriceTable.default()).usd
@@ -40,7 +40,7 @@ async def test_concrete_model_and_deployment_names_route_too() -> None:
     async with running(simulated_policy()) as gateway:
         _, by_model, _ = await gateway.post("/v1/chat/completions", chat("o3"))
         _, by_deployment, _ = await gateway.post("/v1/chat/completions", chat("large"))
-    assert by_model["x-aiofast-route"] == "model"
+    assert by_model["x-aiofast-route"].startswith("tier=large; by=model:o3;")
     assert by_model["x-aiofast-tier"] == "large"
     assert by_deployment["x-aiofast-model"] == "o3"
 

@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from aiofast.cache import CacheSettings
 from aiofast.errors import ConfigError
 from aiofast.stores.settings import RedisSettings
+from aiofast.routing.policy import RoutingSettings
+from aiofast.routing.spec import ExperimentSpec, RuleSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -203,6 +205,10 @@ class Policy(_Strict):
     # Shared state of several gateway processes (aiofast.stores); None keeps it in process.
     redis: RedisSettings | None = None
     cache: CacheSettings = CacheSettings()
+    # Rules, experiments, breakers, retries and fallbacks (aiofast.routing).
+    routes: tuple[RuleSpec, ...] = ()
+    experiments: tuple[ExperimentSpec, ...] = ()
+    routing: RoutingSettings = RoutingSettings()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Policy:

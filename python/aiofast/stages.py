@@ -205,4 +205,10 @@ class Stages:
 
     @classmethod
     def default(cls, policy: Policy) -> Stages:
-        return cls(router=TierRouter(policy))
+        if not policy.tiers:
+            return cls(router=TierRouter(policy))
+        # Rules, experiments, breakers, retries and fallbacks (aiofast.routing).
+        from aiofast.routing.stages import PolicyRouter, ResilientCaller, engine_for
+
+        engine = engine_for(policy)
+        return cls(router=PolicyRouter(policy, engine), caller=ResilientCaller(policy, engine))
