@@ -102,8 +102,12 @@ class _Deployment(Protocol):
 
 
 class _ModelPrice(Protocol):
-    input_cost_per_token: float
-    output_cost_per_token: float
+    @property
+    def input_cost_per_token(self) -> float | None: ...
+    @property
+    def output_cost_per_token(self) -> float | None: ...
+    @property
+    def max_input_tokens(self) -> int | None: ...
 
 
 class _Prices(Protocol):
@@ -124,7 +128,8 @@ def build_spec(
     """One routing spec from the gateway's deployments and tiers and the routing sections.
 
     Timeouts come from each deployment's upstream (``first_byte`` bounds the first
-    token); prices from ``[routing.deployments.NAME]`` or else the price table.
+    token); prices and the context window from ``[routing.deployments.NAME]`` or else the
+    price table (its ``max_input_tokens``).
     """
     _check_names("routing.tiers", settings.tiers, tiers)
     _check_names("routing.deployments", settings.deployments, [d.name for d in deployments])
@@ -140,7 +145,7 @@ def build_spec(
                 upstream=d.upstream,
                 model=d.model,
                 weight=d.weight,
-                context_window=extra.context_window,
+                context_window=extra.context_window or _window(price),
                 max_in_flight=extra.max_in_flight,
                 input_usd_per_mtok=_per_mtok(extra.input_usd_per_mtok, price, "input"),
                 output_usd_per_mtok=_per_mtok(extra.output_usd_per_mtok, price, "output"),
@@ -175,10 +180,14 @@ def _check_names(key: str, given: Mapping[str, object], known: Collection[str]) 
         raise ConfigError(f"{key}: unknown names {unknown}; known: {sorted(known)}")
 
 
+def _window(price: _ModelPrice | None) -> int | None:
+    return None if price is None else price.max_input_tokens
+
+
 def _per_mtok(given: float | None, price: _ModelPrice | None, side: str) -> float:
     if given is not None:
         return given
     if price is None:
         return 0.0
     per_token = price.input_cost_per_token if side == "input" else price.output_cost_per_token
-    return per_token * 1_000_000
+    return (per_token or 0.0) * 1_000_000

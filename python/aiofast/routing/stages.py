@@ -32,7 +32,7 @@ from aiofast.parsing import API_CHAT, API_MESSAGES
 from aiofast.policy import Policy
 from aiofast.prices import PriceTable
 from aiofast.refusals import (
-    Refusal,
+    RequestRefused,
     bad_request,
     upstream_failed,
     upstream_timeout,
@@ -196,7 +196,7 @@ class ResilientCaller:
                     reply = Reply(
                         call.status, call.headers, chunks=_chunks(call), release=_closer(call)
                     )
-            except Refusal as refusal:
+            except RequestRefused as refusal:
                 raise _transport_error(refusal) from refusal
             calls[id(reply)] = (call, reply.body)
             return reply
@@ -245,7 +245,7 @@ class ResilientCaller:
         raise upstream_failed(str(exhausted))
 
 
-def _transport_error(refusal: Refusal) -> UpstreamError:
+def _transport_error(refusal: RequestRefused) -> UpstreamError:
     if refusal.status == 504:
         return UpstreamTimeoutError(refusal.message)
     return UpstreamError(refusal.message)
@@ -255,7 +255,7 @@ async def _chunks(call: UpstreamCall) -> AsyncIterator[bytes]:
     try:
         async for chunk in call.chunks():
             yield chunk
-    except Refusal as refusal:
+    except RequestRefused as refusal:
         raise _transport_error(refusal) from refusal
 
 
@@ -270,7 +270,7 @@ class _Answered(UpstreamCall):
     """The call that answered, as the pipeline reads it: a whole body that was already
     read (and checked), or a stream after its first chunk, relayed by the executor (which
     reports the outcome to the router). A stream failure reaches the pipeline as a
-    Refusal, so it writes the error event in the client's wire format."""
+    RequestRefused, so it writes the error event in the client's wire format."""
 
     __slots__ = ("_body", "_stream")
 
