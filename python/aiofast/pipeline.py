@@ -22,11 +22,12 @@ by raising a :class:`~aiofast.refusals.RequestRefused` (``rate_limited(...)`` fo
 Client) turns into an error in the client's wire format. Stage-private state goes in
 ``ctx.state[NAME]``. ``Limiter.settle`` runs exactly once for every request that passed
 ``admit``, whatever happened after (error, timeout, client gone), with the final
-``ctx.cost``; the default caller makes one attempt, so retries, fallbacks and circuit
-breakers are a ``Caller`` (and an ``Observer`` for latency and health).
+``ctx.cost``. Retries, fallbacks, circuit breakers and cascades are a ``Caller``.
 
-Defaults: no guard, no limits, the requested tier / deployment / model mapped to its
-deployments in policy order (:class:`~aiofast.stages.TierRouter`), one attempt.
+Defaults: no guard, no limits; with tiers, the policy's routing
+(:mod:`aiofast.routing.stages`: rules, experiments, strategies, breakers, retries,
+fallbacks, cascades); without tiers, the requested deployment or model
+(:class:`~aiofast.stages.TierRouter`) and one attempt.
 
 The front ends drive a request as ``admit`` -> ``call`` -> ``complete`` (whole body) or
 ``relay`` (stream) -> ``settle``; ``settle`` is always reached, from a ``finally``.

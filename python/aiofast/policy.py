@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from aiofast.cache import CacheSettings
 from aiofast.errors import ConfigError
-from aiofast.stores.settings import RedisSettings
 from aiofast.routing.policy import RoutingSettings
 from aiofast.routing.spec import ExperimentSpec, RuleSpec
+from aiofast.stores.settings import RedisSettings
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,9 +1,9 @@
 """The pluggable stages of the pipeline and their default implementations.
 
 The protocols here are the seams described in :mod:`aiofast.pipeline`: guard input,
-limit, route, call, guard output and observe. The defaults do the least a gateway
-needs: no guardrails, no limits, the requested tier (or model) mapped to the first
-deployment of that tier, one attempt, no retries.
+limit, route, call, guard output and observe. The defaults: no guardrails, no limits,
+and the policy's routing (:mod:`aiofast.routing.stages`) when it has tiers, else the
+requested deployment or model with one attempt (:class:`TierRouter`, :class:`SingleAttempt`).
 """
 
 from __future__ import annotations
