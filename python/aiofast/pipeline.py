@@ -12,8 +12,8 @@ step                   seam (protocol in :mod:`aiofast.stages`, state on the con
 7. guard output        ``Stages.output_guard``: ``check_output(ctx, text)`` for whole
                        answers, ``stream_checker(ctx).feed(delta)`` for every streamed
                        text delta
-8. settle              built in: usage, cost, ledger, metrics, log line; then
-                       ``Limiter.settle(ctx)`` and every ``Observer.observe(ctx)``
+8. settle              built in: usage and cost; then ``Limiter.settle(ctx)`` and
+                       every ``Observer.observe(ctx)``; then ledger, metrics, log line
 =====================  =============================================================
 
 Every stage receives the same :class:`~aiofast.context.RequestContext`; a stage refuses
@@ -27,7 +27,12 @@ Client) turns into an error in the client's wire format. Stage-private state goe
 Defaults: no guard, no limits; with tiers, the policy's routing
 (:mod:`aiofast.routing.stages`: rules, experiments, strategies, breakers, retries,
 fallbacks, cascades); without tiers, the requested deployment or model
-(:class:`~aiofast.stages.TierRouter`) and one attempt.
+(:class:`~aiofast.stages.TierRouter`) and one attempt. Stages are given as
+``Pipeline(policy, stages=Stages(...))`` or ``create_app(policy, stages=...)``;
+:meth:`aiofast.stages.Stages.default` is where a policy's own sections become stages.
+The middleware of an existing app runs only ``input_guard`` and ``limiter``
+(:meth:`Pipeline.admit_caller`) for the app's own requests; the LLM calls its handlers
+make through the Client run every step.
 
 The front ends drive a request as ``admit`` -> ``call`` -> ``complete`` (whole body) or
 ``relay`` (stream) -> ``settle``; ``settle`` is always reached, from a ``finally``.
