@@ -9,16 +9,14 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::ranks::RankMap;
+use super::ranks::{RankMap, NO_RANK};
 
 /// Pieces at least this long use the heap; below it the flat scan is faster.
-const LARGE_PIECE: usize = 128;
-
-const NO_RANK: u32 = u32::MAX;
+const LARGE_PIECE: usize = 256;
 
 #[inline]
 fn rank(ranks: &RankMap, bytes: &[u8]) -> u32 {
-    ranks.get(bytes).unwrap_or(NO_RANK)
+    ranks.rank(bytes)
 }
 
 /// The number of tokens BPE makes of `piece` (non-empty).
@@ -27,6 +25,11 @@ pub fn count_piece(ranks: &RankMap, piece: &[u8]) -> usize {
     if piece.len() == 1 || ranks.get(piece).is_some() {
         return 1;
     }
+    count_merged(ranks, piece)
+}
+
+/// The number of tokens BPE makes of `piece`, known not to be a single token.
+pub fn count_merged(ranks: &RankMap, piece: &[u8]) -> usize {
     if piece.len() < LARGE_PIECE {
         count_short(ranks, piece)
     } else {

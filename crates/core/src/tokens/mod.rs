@@ -16,7 +16,10 @@ mod pretokenize;
 mod ranks;
 mod stream;
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
+
+use rustc_hash::FxHashMap;
 
 pub use stream::TokenStream;
 
@@ -32,6 +35,20 @@ pub struct Encoding {
     name: &'static str,
     pattern: Pattern,
     ranks: RankMap,
+}
+
+/// Pieces up to this long that need merging have their counts remembered.
+const CACHED_PIECE_MAX: usize = 256;
+/// A thread's cache is emptied when it reaches this many pieces, bounding its memory.
+const CACHED_PIECES: usize = 1 << 14;
+
+type PieceCounts = FxHashMap<Box<[u8]>, u32>;
+
+thread_local! {
+    /// Token counts of recent pieces that are not single tokens, per thread and encoding.
+    /// Natural text repeats its words, and merging a piece costs a dozen lookups where a
+    /// cache hit costs one.
+    static PIECE_COUNTS: RefCell<[PieceCounts; 2]> = RefCell::default();
 }
 
 static CL100K: OnceLock<Result<Encoding>> = OnceLock::new();
@@ -69,9 +86,41 @@ impl Encoding {
     /// The number of tokens in `text`.
     pub fn count(&self, text: &str) -> usize {
         let bytes = text.as_bytes();
-        Pieces::new(self.pattern, text)
-            .map(|piece| bpe::count_piece(&self.ranks, &bytes[piece.start..piece.end]))
-            .sum()
+        let slot = match self.pattern {
+            Pattern::Cl100k => 0,
+            Pattern::O200k => 1,
+        };
+        let count_all = |mut cache: Option<&mut PieceCounts>| -> usize {
+            Pieces::new(self.pattern, text)
+                .map(|p| self.count_piece(&bytes[p.start..p.end], cache.as_deref_mut()))
+                .sum()
+        };
+        // The cache is out of reach only while the thread is being torn down.
+        PIECE_COUNTS
+            .try_with(|caches| match caches.try_borrow_mut() {
+                Ok(mut caches) => count_all(Some(&mut caches[slot])),
+                Err(_) => count_all(None),
+            })
+            .unwrap_or_else(|_| count_all(None))
+    }
+
+    #[inline]
+    fn count_piece(&self, piece: &[u8], cache: Option<&mut PieceCounts>) -> usize {
+        if piece.len() == 1 || self.ranks.get(piece).is_some() {
+            return 1;
+        }
+        let Some(cache) = cache.filter(|_| piece.len() <= CACHED_PIECE_MAX) else {
+            return bpe::count_merged(&self.ranks, piece);
+        };
+        if let Some(&count) = cache.get(piece) {
+            return count as usize;
+        }
+        let count = bpe::count_merged(&self.ranks, piece);
+        if cache.len() >= CACHED_PIECES {
+            cache.clear();
+        }
+        cache.insert(piece.into(), count as u32);
+        count
     }
 
     /// Counts the leading pieces of `text` that no appended text can change; returns

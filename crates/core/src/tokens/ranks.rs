@@ -16,11 +16,26 @@ use crate::{Error, Result};
 /// their length into one `u128` key, so a lookup hashes two words and compares in place
 /// instead of following a pointer to the key's bytes. FxHash: the keys come from a fixed
 /// vocabulary, so a fast non-cryptographic hash is safe.
-#[derive(Default)]
+///
+/// Two-byte tokens, the first lookups of every merge, also sit in a direct table.
 pub struct RankMap {
+    pairs: Box<[u32]>,
     short: FxHashMap<u128, u32>,
     long: FxHashMap<Box<[u8]>, u32>,
 }
+
+impl Default for RankMap {
+    fn default() -> Self {
+        RankMap {
+            pairs: vec![NO_RANK; 1 << 16].into_boxed_slice(),
+            short: FxHashMap::default(),
+            long: FxHashMap::default(),
+        }
+    }
+}
+
+/// The rank of a byte string that is not a token.
+pub const NO_RANK: u32 = u32::MAX;
 
 impl std::fmt::Debug for RankMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -41,14 +56,33 @@ fn pack(bytes: &[u8]) -> u128 {
 impl RankMap {
     #[inline]
     pub fn get(&self, bytes: &[u8]) -> Option<u32> {
-        if bytes.len() <= PACKED_MAX {
-            self.short.get(&pack(bytes)).copied()
-        } else {
-            self.long.get(bytes).copied()
+        let rank = self.rank(bytes);
+        (rank != NO_RANK).then_some(rank)
+    }
+
+    /// The rank of `bytes`, or [`NO_RANK`].
+    #[inline]
+    pub fn rank(&self, bytes: &[u8]) -> u32 {
+        if let [a, b] = bytes {
+            return self.pairs[usize::from(*a) << 8 | usize::from(*b)];
         }
+        self.rank_hashed(bytes)
+    }
+
+    #[inline]
+    fn rank_hashed(&self, bytes: &[u8]) -> u32 {
+        let found = if bytes.len() <= PACKED_MAX {
+            self.short.get(&pack(bytes))
+        } else {
+            self.long.get(bytes)
+        };
+        found.copied().unwrap_or(NO_RANK)
     }
 
     pub fn insert(&mut self, bytes: &[u8], rank: u32) {
+        if let [a, b] = bytes {
+            self.pairs[usize::from(*a) << 8 | usize::from(*b)] = rank;
+        }
         if bytes.len() <= PACKED_MAX {
             self.short.insert(pack(bytes), rank);
         } else {
