@@ -41,6 +41,7 @@ The front ends drive a request as ``admit`` -> ``call`` -> ``complete`` (whole b
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -53,6 +54,7 @@ from aiofast.auth import ANONYMOUS, Identity, KeyRing
 from aiofast.cache import CACHE_HEADER, CachedResponse, ResponseCache
 from aiofast.context import Candidate, RequestContext
 from aiofast.ledger import Ledger, UsageEvent
+from aiofast.limits.stage import limits_stage
 from aiofast.parsing import API_CHAT, API_EMBEDDINGS, API_MESSAGES
 from aiofast.policy import DeploymentPolicy, Policy
 from aiofast.prices import Cost, PriceTable, cost
@@ -114,6 +116,10 @@ class Pipeline:
             else None
         )
         store_metrics.register(self.metrics.registry)
+        if stages is None:
+            limits = limits_stage(policy, self.prices, self.shared)
+            if limits is not None:
+                self.stages = dataclasses.replace(self.stages, limiter=limits)
         self._started = False
 
     async def start(self) -> None:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from aiofast.cache import CacheSettings
 from aiofast.errors import ConfigError
+from aiofast.limits.config import LimitConfig
 from aiofast.routing.policy import RoutingSettings
 from aiofast.routing.spec import ExperimentSpec, RuleSpec
 from aiofast.stores.settings import RedisSettings
@@ -202,6 +203,7 @@ class Policy(_Strict):
     ledger: LedgerPolicy = LedgerPolicy()
     logging: LoggingPolicy = LoggingPolicy()
     server: ServerPolicy = ServerPolicy()
+    limits: tuple[LimitConfig, ...] = ()
     # Shared state of several gateway processes (aiofast.stores); None keeps it in process.
     redis: RedisSettings | None = None
     cache: CacheSettings = CacheSettings()
