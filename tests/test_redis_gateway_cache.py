@@ -6,10 +6,15 @@ from typing import Any
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 
 from aiofast.cache import MemoryCache
 from aiofast.errors import ConfigError
+from aiofast.limits.stage import LimitsStage
 from aiofast.pipeline import Pipeline
+from aiofast.routing.stages import ResilientCaller
+from aiofast.stores.redis_routing import SharedRouter
+from aiofast.stores.shared_limits import SharedLimiter
 from gateway_support import chat, running, simulated_policy
 from redis_server import RedisServer
 
@@ -94,3 +99,31 @@ async def test_health_shows_redis_and_metrics_show_its_state(
         assert orjson.loads(body)["redis"]["status"] == "degraded"
         _, _, metrics = await gateway.get("/aiofast/metrics")
         assert b'aiofast_redis_degraded{namespace="aiofast"} 1.0' in metrics
+
+
+async def test_with_redis_the_gateway_shares_limits_and_breakers(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIOFAST_REDIS_URL", redis_server.url)
+    limits = [{"scope": "global", "requests_per_minute": 60}]
+    async with running(simulated_policy(extra={"redis": {}, "limits": limits})) as gateway:
+        stages = gateway.pipeline.stages
+        assert isinstance(stages.limiter, LimitsStage)
+        assert isinstance(stages.limiter.limiter, SharedLimiter)
+        assert isinstance(stages.caller, ResilientCaller)
+        assert isinstance(stages.caller.engine, SharedRouter)
+        status, headers, _ = await gateway.post("/v1/chat/completions", chat("small"))
+        assert status == 200
+        assert headers["x-ratelimit-limit-requests"] == "60"
+        await stages.caller.engine.shared.sync()
+    breakers = await redis_server_keys(redis_server.url, "{aiofast}:breaker:*")
+    assert breakers
+    assert await redis_server_keys(redis_server.url, "{aiofast}:rate:*")
+
+
+async def redis_server_keys(url: str, pattern: str) -> list[bytes]:
+    client = Redis.from_url(url)
+    try:
+        return list(await client.keys(pattern))
+    finally:
+        await client.aclose()

@@ -117,10 +117,24 @@ class Pipeline:
         )
         store_metrics.register(self.metrics.registry)
         if stages is None:
-            limits = limits_stage(policy, self.prices, self.shared)
-            if limits is not None:
-                self.stages = dataclasses.replace(self.stages, limiter=limits)
+            self.stages = self._shared_stages(self.stages)
         self._started = False
+
+    def _shared_stages(self, stages: Stages) -> Stages:
+        """The default stages with the policy's limits, and with the limits' and the
+        breakers' state in Redis when the policy shares it."""
+        policy, shared = self.policy, self.shared
+        limits = limits_stage(policy, self.prices, shared)
+        if limits is not None:
+            stages = dataclasses.replace(stages, limiter=limits)
+        if shared is not None and policy.tiers:
+            from aiofast.routing.stages import PolicyRouter, ResilientCaller, engine_for
+
+            engine = shared.router(engine_for(policy, self.prices).spec)
+            stages = dataclasses.replace(
+                stages, router=PolicyRouter(policy, engine), caller=ResilientCaller(policy, engine)
+            )
+        return stages
 
     async def start(self) -> None:
         if self._started:
