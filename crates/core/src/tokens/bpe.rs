@@ -2,16 +2,14 @@
 //!
 //! BPE repeatedly merges the adjacent pair of parts whose concatenation has the lowest
 //! rank, leftmost first on ties, until no adjacent pair is a token. Short pieces use a
-//! flat scan per merge (quadratic, but tiny and cache-friendly); long pieces use a heap
-//! with lazily invalidated entries, O(n log n), so that a megabyte with no split point
+//! flat scan per merge (quadratic, but tiny and cache-friendly); long pieces use a rank
+//! queue with lazily invalidated entries, so that a megabyte with no split point
 //! (one repeated character, base64, random letters) stays fast.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
+use super::rank_queue::RankQueue;
 use super::ranks::{RankMap, NO_RANK};
 
-/// Pieces at least this long use the heap; below it the flat scan is faster.
+/// Pieces at least this long use the rank queue; below it the flat scan is faster.
 const LARGE_PIECE: usize = 256;
 
 #[inline]
@@ -79,14 +77,11 @@ fn count_short(ranks: &RankMap, piece: &[u8]) -> usize {
     parts
 }
 
-/// Heap version over a linked list of parts. Each part is named by its start offset;
+/// Long version over a linked list of parts. Each part is named by its start offset;
 /// `end[i]` is where it ends, `prev[i]` where the previous part starts, and `pair[i]`
-/// the rank of part i joined with its successor (`NO_RANK` once merged away). A heap
-/// entry is stale when its rank no longer equals `pair[i]`: the bytes of a pair only
-/// grow, and distinct byte strings have distinct ranks.
-///
-/// Heap entries are `rank << 32 | start` in one `u64`, so the smallest entry is the
-/// lowest rank and, on ties, the leftmost pair; offsets are `u32`, which halves the
+/// the rank of part i joined with its successor (`NO_RANK` once merged away). A queued
+/// pair is stale when its rank no longer equals `pair[i]`: the bytes of a pair only
+/// grow, and distinct byte strings have distinct ranks. Offsets are `u32` to halve the
 /// memory traffic that dominates on megabyte pieces.
 fn count_long(ranks: &RankMap, piece: &[u8]) -> usize {
     // A single piece of 4 GiB or more is counted in 4 GiB slices: exact below that size,
@@ -98,22 +93,20 @@ fn count_long(ranks: &RankMap, piece: &[u8]) -> usize {
             .sum();
     }
     let n = piece.len();
-    let entry = |rank: u32, start: usize| Reverse(u64::from(rank) << 32 | start as u64);
     let mut end: Vec<u32> = (1..=n as u32).collect();
     let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
     let mut pair: Vec<u32> = vec![NO_RANK; n];
-    let mut initial = Vec::with_capacity(n);
+    let mut queue = RankQueue::new(ranks.rank_limit());
     for i in 0..n - 1 {
         pair[i] = rank(ranks, &piece[i..i + 2]);
         if pair[i] != NO_RANK {
-            initial.push(entry(pair[i], i));
+            queue.push(pair[i], i as u32);
         }
     }
-    let mut heap = BinaryHeap::from(initial);
 
     let mut parts = n;
-    while let Some(Reverse(key)) = heap.pop() {
-        let (r, i) = ((key >> 32) as u32, (key & 0xFFFF_FFFF) as usize);
+    while let Some((r, i)) = queue.pop() {
+        let i = i as usize;
         if pair[i] != r {
             continue;
         }
@@ -132,13 +125,13 @@ fn count_long(ranks: &RankMap, piece: &[u8]) -> usize {
             NO_RANK
         };
         if pair[i] != NO_RANK {
-            heap.push(entry(pair[i], i));
+            queue.push(pair[i], i as u32);
         }
         if i > 0 {
             let p = prev[i] as usize;
             pair[p] = rank(ranks, &piece[p..new_end]);
             if pair[p] != NO_RANK {
-                heap.push(entry(pair[p], p));
+                queue.push(pair[p], p as u32);
             }
         }
     }

@@ -13,6 +13,7 @@
 mod bpe;
 mod chars;
 mod pretokenize;
+mod rank_queue;
 mod ranks;
 mod stream;
 

@@ -20,6 +20,7 @@ use crate::{Error, Result};
 /// Two-byte tokens, the first lookups of every merge, also sit in a direct table.
 pub struct RankMap {
     pairs: Box<[u32]>,
+    max_rank: u32,
     short: FxHashMap<u128, u32>,
     long: FxHashMap<Box<[u8]>, u32>,
 }
@@ -28,6 +29,7 @@ impl Default for RankMap {
     fn default() -> Self {
         RankMap {
             pairs: vec![NO_RANK; 1 << 16].into_boxed_slice(),
+            max_rank: 0,
             short: FxHashMap::default(),
             long: FxHashMap::default(),
         }
@@ -80,6 +82,7 @@ impl RankMap {
     }
 
     pub fn insert(&mut self, bytes: &[u8], rank: u32) {
+        self.max_rank = self.max_rank.max(rank);
         if let [a, b] = bytes {
             self.pairs[usize::from(*a) << 8 | usize::from(*b)] = rank;
         }
@@ -88,6 +91,11 @@ impl RankMap {
         } else {
             self.long.insert(bytes.into(), rank);
         }
+    }
+
+    /// One more than the highest rank.
+    pub fn rank_limit(&self) -> u32 {
+        self.max_rank.saturating_add(1)
     }
 
     pub fn len(&self) -> usize {
