@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any
+import os
+import queue
+import threading
+import weakref
+from typing import IO, Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from aiofast.ledger import UsageEvent
 
-__all__ = ["Metrics", "log_request", "request_logger"]
+__all__ = ["BackgroundLineHandler", "Metrics", "log_request", "request_logger"]
 
 request_logger = logging.getLogger("aiofast.request")
 
@@ -176,3 +180,79 @@ def _bodies(mode: str, request: Any, response_text: str | None) -> tuple[Any, An
 
 def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class BackgroundLineHandler(logging.Handler):
+    """A log handler whose caller never waits on the stream.
+
+    ``emit`` only queues the record; a writer thread formats what has queued up and writes
+    it with one ``write`` and one ``flush``. On a gateway that logs a line per request this
+    takes the formatting and the system call off the event loop, and under load writes
+    many lines per system call instead of one. Lines keep their order; ``close`` (called
+    by ``logging.shutdown`` at exit) writes everything queued before it returns. A forked
+    child (``aiofast serve --workers``) starts its own writer.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__()
+        self.stream = stream
+        self._start_writer()
+        _open_line_handlers.add(self)
+
+    def _start_writer(self) -> None:
+        self._records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="aiofast-log", daemon=True)
+        self._writer.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._records.put(record)
+
+    def _write_loop(self) -> None:
+        records = self._records
+        while True:
+            record = records.get()
+            lines = []
+            while record is not None:
+                lines.append(self._format(record))
+                try:
+                    record = records.get_nowait()
+                except queue.Empty:
+                    break
+            if lines:
+                self._write("".join(lines))
+            if record is None:
+                return
+
+    def _format(self, record: logging.LogRecord) -> str:
+        try:
+            return self.format(record) + "\n"
+        except Exception:
+            self.handleError(record)
+            return ""
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            # The stream is gone (closed pipe, closed file): nothing left to tell.
+            pass
+
+    def close(self) -> None:
+        _open_line_handlers.discard(self)
+        if self._writer.is_alive():
+            self._records.put(None)
+            self._writer.join(timeout=5)
+        super().close()
+
+
+_open_line_handlers: weakref.WeakSet[BackgroundLineHandler] = weakref.WeakSet()
+
+
+def _restart_line_writers() -> None:
+    # Threads do not survive fork: a child starts a writer for each handler it inherits.
+    for handler in list(_open_line_handlers):
+        handler._start_writer()
+
+
+os.register_at_fork(after_in_child=_restart_line_writers)

@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import logging
 import shlex
+import sys
 
 import orjson
 
@@ -13,6 +14,7 @@ from aiofast.errors import ConfigError
 from aiofast.gateway import create_app
 from aiofast.policy import Policy, default_policy, load_policy
 from aiofast.server import run_app
+from aiofast.telemetry import BackgroundLineHandler
 from aiofast.workers import bind, serve_workers, unshared_state_warning
 
 __all__ = ["add_parser", "is_loopback", "run"]
@@ -95,8 +97,20 @@ def _run_workers(policy: Policy, args: argparse.Namespace) -> int:
 
 
 def _log_to_stderr(level: str) -> None:
-    """aiofast's loggers to stderr: request lines are JSON already, so message only."""
-    handler = logging.StreamHandler()
+    """aiofast's loggers to stderr: request lines are JSON already, so message only.
+
+    Written from a thread, so the event loop never waits on stderr. This process is the
+    gateway's own, so it also drops what every log record would otherwise collect and no
+    line prints (caller frame, thread, process): the optimisations the logging HOWTO lists,
+    worth a third of the cost of the per-request line.
+    """
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    if sys.version_info >= (3, 12):
+        logging.logAsyncioTasks = False
+    handler = BackgroundLineHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("aiofast")
     logger.addHandler(handler)
