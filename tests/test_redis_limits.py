@@ -228,10 +228,10 @@ async def test_every_key_has_a_ttl_and_the_shared_hash_tag(
     await limiter.settle(admission.reservation, tokens=5, cost_usd=0.05)
     settled = await store.client.keys("*")
 
-    # Rate x2, holders, budget state and holds x2 while held; at settle the holds and
-    # holders empty out, the month's spend and the settle marker appear.
-    assert len(held) == 7
-    assert len(settled) == 6
+    # Rate x2, token holds, holders, budget state and holds x2 while held; at settle the
+    # holds and holders empty out and the month's spend appears.
+    assert len(held) == 8
+    assert len(settled) == 5
     for key in set(held) | set(settled):
         assert key.startswith(b"{aiofast}:")
         assert await store.client.pttl(key) > 0 or not await store.client.exists(key), key

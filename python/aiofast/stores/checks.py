@@ -77,6 +77,8 @@ class RateCheck:
     unit: Literal["requests", "tokens"] = "requests"
     shadow: bool = False
     group: int = 0
+    hold_s: float = 600.0
+    """Tokens only: how long the reservation waits for its settle (then it stands)."""
 
     @property
     def feature(self) -> Feature:

@@ -5,15 +5,16 @@ budget holds: one round trip, atomic); one settle is one EVALSHA of
 ``lua/settle.lua``. Key layout, all under the ``{namespace}`` hash tag, so one
 admission's keys share a Cluster slot:
 
-    rate:<scope>:<unit>              GCRA theoretical arrival time (ms, Redis TIME)
+    rate:<scope>:<unit>              GCRA arrival time and time charged (ms, Redis TIME)
+    tokens:<scope>                   sorted set of unsettled token reservations, by expiry
     conc:<scope>                     sorted set of in-flight request ids, by lease end
     budget:<scope>:<period kind>     hash: reserved nano-dollars (rolling: spend per slot)
     holds:<scope>:<period kind>      sorted set of "<request id>:<amount>" by expiry
     spend:<scope>:<period label>     hash: spent nano-dollars of one calendar period
-    settled:<request id>             marker that makes settle idempotent
 
-Every key carries a TTL: rate keys until the bucket is full again, holders and holds
-until the reservation expires, spend keys until their period is over plus a
+Settle is idempotent without markers: each part acts only if the request's own hold is
+still there. Every key carries a TTL: rate keys until the bucket is full again,
+holders and holds until the reservation expires, spend keys until their period is over plus a
 retention for reports. A new period is a new key: no reset job.
 """
 
@@ -102,8 +103,8 @@ class RedisLimiter:
         the reserved cost. Raises StoreUnavailableError when Redis cannot be reached.
         """
         now = datetime.now(timezone.utc)
-        keys = [self.store.key("settled", reservation.id)]
-        args: list[Any] = [reservation.id, _marker_ttl_ms(reservation.checks), 0]
+        keys: list[str] = []
+        args: list[Any] = [reservation.id, 0]
         for check, place, mark in zip(
             reservation.checks, reservation.places, reservation.marks, strict=True
         ):
@@ -111,7 +112,7 @@ class RedisLimiter:
             if part is not None:
                 keys.extend(part[0])
                 args.extend(part[1])
-                args[2] += 1
+                args[1] += 1
 
         settled = bool(await self.store.run(SETTLE, keys, args))
         reservation.settled = True
@@ -125,8 +126,8 @@ class RedisLimiter:
         taken is safe either way; its rate counters stay charged, erring on the side
         of the limit.
         """
-        keys = [self.store.key("settled", request_id)]
-        args: list[Any] = [request_id, _marker_ttl_ms(checks), 0]
+        keys: list[str] = []
+        args: list[Any] = [request_id, 0]
         for check in checks:
             if isinstance(check, RateCheck):
                 continue
@@ -135,25 +136,24 @@ class RedisLimiter:
             if part is not None:
                 keys.extend(part[0])
                 args.extend(part[1])
-                args[2] += 1
+                args[1] += 1
         await self.store.run(SETTLE, keys, args)
 
     async def charge(self, check: BudgetCheck, usd: float, at: datetime) -> None:
         """Add spend recorded elsewhere (in this process during an outage) to the budget
         of ``check``, in the period that contains ``at``."""
-        marker = self.store.key("settled", uuid.uuid4().hex)
         nano = usd_to_nano(usd)
         at_ms = int(at.timestamp() * 1000)
         if isinstance(check.period, CalendarPeriod):
             labels, _, end_ms = check.period.window(at)
             ttl = end_ms - at_ms + RETENTION_MS[check.period.unit]
-            keys = [marker, self.store.key("spend", check.scope, labels[1])]
-            args: list[Any] = ["charge", 60_000, 1, "charge", nano, ttl]
+            keys = [self.store.key("spend", check.scope, labels[1])]
+            args: list[Any] = ["charge", 1, "charge", nano, ttl]
         else:
             period = check.period
-            keys = [marker, self._budget_keys(check)[0]]
+            keys = [self._budget_keys(check)[0]]
             ttl = int(period.window_s * 1000 + check.hold_s * 1000)
-            args = ["charge", 60_000, 1, "charge_rolling", nano, period.slot_ms, at_ms, ttl]
+            args = ["charge", 1, "charge_rolling", nano, period.slot_ms, at_ms, ttl]
         await self.store.run(SETTLE, keys, args)
 
     def _settle_part(
@@ -166,9 +166,10 @@ class RedisLimiter:
         mark: float,
     ) -> tuple[tuple[str, ...], tuple[Any, ...]] | None:
         if isinstance(check, RateCheck):
-            if check.unit != "tokens" or tokens is None or tokens == check.amount:
+            if check.unit != "tokens":
                 return None
-            return place, ("rate", repr(check.interval_ms), check.amount, tokens, repr(mark))
+            used = check.amount if tokens is None else tokens
+            return place, ("rate", repr(check.interval_ms), check.amount, used, repr(mark))
         if isinstance(check, ConcurrencyCheck):
             return place, ("concurrency",)
         if isinstance(check.period, CalendarPeriod):
@@ -204,7 +205,12 @@ class RedisLimiter:
         place: tuple[str, ...]
         if isinstance(check, RateCheck):
             place = (self.store.key("rate", check.scope, check.unit),)
+            hold_ms = 0
+            if check.unit == "tokens":
+                place += (self.store.key("tokens", check.scope),)
+                hold_ms = max(1, int(check.hold_s * 1000))
             args.extend(("rate", *head, repr(check.interval_ms), check.burst, check.amount))
+            args.append(hold_ms)
         elif isinstance(check, ConcurrencyCheck):
             place = (self.store.key("conc", check.scope),)
             args.extend(("concurrency", *head, check.limit, int(check.lease_s * 1000)))
@@ -254,15 +260,3 @@ def _committed(results: Sequence[CheckResult]) -> set[int]:
     """Groups (limits) whose every meter fitted: those reserved."""
     refused = {r.group for r in results if not r.admitted}
     return {r.group for r in results} - refused
-
-
-def _marker_ttl_ms(checks: Sequence[Check]) -> int:
-    """The settle marker outlives every hold of the reservation, so a late duplicate
-    settle is still recognised."""
-    longest = 60.0
-    for check in checks:
-        if isinstance(check, BudgetCheck):
-            longest = max(longest, check.hold_s)
-        elif isinstance(check, ConcurrencyCheck):
-            longest = max(longest, check.lease_s)
-    return int(longest * 2000)

@@ -252,7 +252,19 @@ class SharedLimiter:
         if native["tokens"] is not None:
             limit, period, burst = native["tokens"]
             amount = ctx.input_tokens + ctx.reserved_output_tokens
-            checks.append(RateCheck(scope, limit, period, burst, amount, "tokens", shadow, group))
+            checks.append(
+                RateCheck(
+                    scope,
+                    limit,
+                    period,
+                    burst,
+                    amount,
+                    "tokens",
+                    shadow,
+                    group,
+                    self.reservation_ttl,
+                )
+            )
         if native["concurrency"] is not None:
             checks.append(
                 ConcurrencyCheck(scope, native["concurrency"], self.reservation_ttl, shadow, group)

@@ -11,8 +11,9 @@
 -- one limit share it), shadow ('1'/'0') and the fields of its kind. KEYS are consumed
 -- in check order.
 --
---   rate         KEYS meter (hash: t = TAT,     ARGV interval_ms, burst, amount
---                c = time charged, in ms)
+--   rate         KEYS meter (hash: t = TAT,     ARGV interval_ms, burst, amount, hold_ms
+--                c = time charged, in ms)           (hold_ms > 0: tokens, settled later)
+--                and, for tokens, holds
 --   concurrency  KEYS holders                  ARGV max, lease_ms
 --   budget       KEYS state, holds, spend of   ARGV limit, amount, hold_ms, start_ms, end_ms,
 --                the previous, current and          retention_ms, downgrade_at, monthly (1/0)
@@ -82,6 +83,10 @@ local function expire_holds(check, charge_key, charge_field)
 end
 
 local function decide_rate(check)
+  if check.holds then
+    -- A token hold never settled is settled at its reserved amount: nothing to undo.
+    redis.call('ZREMRANGEBYSCORE', check.holds, '-inf', now)
+  end
   local state = redis.call('HMGET', check.key, 't', 'c')
   check.charged = tonumber(state[2]) or 0
   local tat = tonumber(state[1]) or now
@@ -210,6 +215,10 @@ local function commit(check)
     redis.call('HSET', check.key, 't', string.format('%.3f', check.new_tat),
       'c', string.format('%.3f', check.charged))
     redis.call('PEXPIRE', check.key, math.ceil(check.new_tat - now) + 1)
+    if check.holds then
+      redis.call('ZADD', check.holds, now + check.hold, id)
+      redis.call('PEXPIRE', check.holds, check.hold)
+    end
   elseif check.kind == 'concurrency' then
     redis.call('ZADD', check.key, now + check.lease, id)
     redis.call('PEXPIRE', check.key, check.lease)
@@ -228,7 +237,10 @@ for i = 1, count do
   local check = {kind = arg(), group = arg(), shadow = arg() == '1', near = false, charged = 0}
   if check.kind == 'rate' then
     check.key = key()
-    check.interval, check.burst, check.amount = num(), num(), num()
+    check.interval, check.burst, check.amount, check.hold = num(), num(), num(), num()
+    if check.hold > 0 then
+      check.holds = key()
+    end
     decide_rate(check)
   elseif check.kind == 'concurrency' then
     check.key = key()

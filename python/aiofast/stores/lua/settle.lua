@@ -1,14 +1,15 @@
 -- Settle one admission: release what it holds and charge what it really used.
 --
--- Idempotent: the first call sets the settle marker (KEYS[1]); any later call for the
--- same reservation changes nothing. A budget hold that already expired was charged at
--- its reserved amount then, so its late settle charges nothing more. Spend is charged
--- to the period Redis's clock is in when the request settles.
+-- Idempotent without any marker: every part first removes the request's own hold (token
+-- hold, concurrency slot, budget hold) and acts only if it was still there, so a second
+-- settle changes nothing, and neither does a late one: a hold that expired was settled
+-- at its reserved amount then. Spend is charged to the period Redis's clock is in when
+-- the request settles.
 --
--- ARGV: reservation id, marker ttl in ms, number of parts, then per part its kind and
--- fields. KEYS after the marker are consumed in part order.
+-- ARGV: reservation id, number of parts, then per part its kind and fields. KEYS are
+-- consumed in part order.
 --
---   rate            KEYS meter                   ARGV interval_ms, reserved, used, mark
+--   rate            KEYS meter, holds            ARGV interval_ms, reserved, used, mark
 --   concurrency     KEYS holders                 ARGV (none)
 --   budget          KEYS state, holds, spend of  ARGV reserved, used, start_ms, end_ms,
 --                   previous/current/next period      retention_ms
@@ -17,19 +18,16 @@
 --                                                elsewhere, e.g. while Redis was away)
 --   charge_rolling  KEYS state                   ARGV used, slot_ms, at_ms, ttl_ms
 --
--- Reply: 1 when this call settled, 0 when the reservation was already settled.
+-- Reply: the number of holds this call released (0: already settled or expired).
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
 local id = ARGV[1]
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', tonumber(ARGV[2])) then
-  return 0
-end
-
-local count = tonumber(ARGV[3])
-local argi = 4
-local keyi = 2
+local count = tonumber(ARGV[2])
+local argi = 3
+local keyi = 1
+local released = 0
 
 local function num()
   local value = tonumber(ARGV[argi])
@@ -51,6 +49,7 @@ end
 local function release_hold(state, holds, reserved)
   if redis.call('ZREM', holds, id .. ':' .. int(reserved)) == 1 then
     redis.call('HINCRBY', state, 'reserved', int(-reserved))
+    released = released + 1
     return true
   end
   return false
@@ -71,7 +70,9 @@ local function reconcile(meter, interval, reserved, used, mark)
   local tat, charged = tonumber(state[1]), tonumber(state[2]) or 0
   local base = math.max(tat or now, now)
   local new_tat
-  if used >= reserved then
+  if used == reserved then
+    return
+  elseif used > reserved then
     new_tat = base + (used - reserved) * interval
   else
     local floor = now + math.max(charged - mark, 0)
@@ -94,10 +95,14 @@ for _ = 1, count do
   local kind = ARGV[argi]
   argi = argi + 1
   if kind == 'rate' then
-    local meter = key()
-    reconcile(meter, num(), num(), num(), num())
+    local meter, holds = key(), key()
+    local interval, reserved, used, mark = num(), num(), num(), num()
+    if redis.call('ZREM', holds, id) == 1 then
+      released = released + 1
+      reconcile(meter, interval, reserved, used, mark)
+    end
   elseif kind == 'concurrency' then
-    redis.call('ZREM', key(), id)
+    released = released + redis.call('ZREM', key(), id)
   elseif kind == 'budget' then
     local state, holds = key(), key()
     local spend = {key(), key(), key()}
@@ -129,4 +134,4 @@ for _ = 1, count do
     return redis.error_reply('aiofast settle: unknown part kind ' .. tostring(kind))
   end
 end
-return 1
+return released
