@@ -53,7 +53,6 @@ logger = logging.getLogger("aiofast.stores.limits")
 # Replays kept for when Redis returns; beyond this the oldest are dropped (their holds
 # then expire in Redis and are charged at the reserved amount).
 _MAX_PENDING = 100_000
-_KIND = {"requests": "requests", "tokens": "tokens", "concurrency": "concurrency"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,7 +445,8 @@ def _scope_name(config: LimitConfig) -> str:
 
 
 def _refusal(result: CheckResult, applied: _Applied) -> SharedRefusal:
-    kind = _KIND.get(result.limit, "budget")
+    # The in-process limiter names the budget meter "budget".
+    kind = "budget" if result.limit == "budgets" else result.limit
     name = applied.native["name"]
     what = f"{kind} limit '{name}' for {_scope_name(applied.config)} '{applied.value}'"
     if result.code == "request_too_large":
