@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from aiofast.auth import ANONYMOUS, Identity, KeyRing, extract_key
 from aiofast.ledger import GROUPS
+from aiofast.limits.stage import LimitsStage
 from aiofast.parsing import API_CHAT, API_EMBEDDINGS, API_MESSAGES, parse_body
 from aiofast.pipeline import Pipeline
 from aiofast.policy import Policy
@@ -279,7 +280,11 @@ async def _usage(request: web.Request) -> web.StreamResponse:
         return ledger.summarize(group_by, since, until)
 
     rows = await asyncio.to_thread(read)
-    return _json({"group_by": group_by, "since": since, "until": until, "rows": rows})
+    limiter = request.app[PIPELINE].stages.limiter
+    limits = limiter.report() if isinstance(limiter, LimitsStage) else None
+    return _json(
+        {"group_by": group_by, "since": since, "until": until, "rows": rows, "limits": limits}
+    )
 
 
 @_admin("outcomes")

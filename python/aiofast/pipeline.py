@@ -127,6 +127,9 @@ class Pipeline:
         limits = limits_stage(policy, self.prices, shared)
         if limits is not None:
             stages = dataclasses.replace(stages, limiter=limits)
+            collector = limits.collector()
+            if collector is not None:
+                self.metrics.registry.register(collector)
         if shared is not None and policy.tiers:
             from aiofast.routing.stages import PolicyRouter, ResilientCaller, engine_for
 

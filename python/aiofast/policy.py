@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from aiofast.cache import CacheSettings
 from aiofast.errors import ConfigError
-from aiofast.limits.config import LimitConfig
+from aiofast.limits.config import LimitConfig, LimiterSettings
 from aiofast.routing.policy import RoutingSettings
 from aiofast.routing.spec import ExperimentSpec, RuleSpec
 from aiofast.stores.settings import RedisSettings
@@ -203,7 +203,6 @@ class Policy(_Strict):
     ledger: LedgerPolicy = LedgerPolicy()
     logging: LoggingPolicy = LoggingPolicy()
     server: ServerPolicy = ServerPolicy()
-    limits: tuple[LimitConfig, ...] = ()
     # Shared state of several gateway processes (aiofast.stores); None keeps it in process.
     redis: RedisSettings | None = None
     cache: CacheSettings = CacheSettings()
@@ -211,6 +210,9 @@ class Policy(_Strict):
     routes: tuple[RuleSpec, ...] = ()
     experiments: tuple[ExperimentSpec, ...] = ()
     routing: RoutingSettings = RoutingSettings()
+    # Rate, token, concurrency and spend limits (aiofast.limits).
+    limits: tuple[LimitConfig, ...] = ()
+    limiter: LimiterSettings = LimiterSettings()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Policy:
@@ -230,6 +232,13 @@ class Policy(_Strict):
                     raise ValueError(
                         f"tiers.{tier}: unknown deployment {member!r}; known: {sorted(deployments)}"
                     )
+        _unique("limits", [limit.display_name for limit in self.limits])
+        for i, limit in enumerate(self.limits):
+            if limit.downgrade_to is not None and limit.downgrade_to not in self.tiers:
+                raise ValueError(
+                    f"limits.{i}.downgrade_to: unknown tier {limit.downgrade_to!r}; "
+                    f"known: {sorted(self.tiers)}"
+                )
         default = self.server.default_tier
         if default is not None and default not in self.tiers:
             raise ValueError(

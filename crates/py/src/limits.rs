@@ -284,6 +284,12 @@ impl Admission {
         self.inner.downgrade_to.as_deref()
     }
 
+    /// The least any enforced budget of the request has left, in dollars.
+    #[getter]
+    fn budget_remaining_usd(&self) -> Option<f64> {
+        self.inner.budget_remaining_nano.map(core::nano_to_usd)
+    }
+
     #[getter]
     fn limit_requests(&self) -> Option<u64> {
         self.inner.requests.map(|h| h.limit)

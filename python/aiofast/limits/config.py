@@ -23,7 +23,13 @@ from pydantic import (
 
 from aiofast.errors import ConfigError
 
-__all__ = ["BudgetConfig", "LimitConfig", "default_request_burst", "parse_limits"]
+__all__ = [
+    "BudgetConfig",
+    "LimitConfig",
+    "LimiterSettings",
+    "default_request_burst",
+    "parse_limits",
+]
 
 Scope = Literal["key", "user", "team", "model", "tier", "label", "global"]
 
@@ -48,6 +54,20 @@ def default_request_burst(limit: int) -> int:
     first period (governor#16, #219).
     """
     return min(limit, max(3, math.ceil(limit / 10)))
+
+
+class LimiterSettings(BaseModel):
+    """``[limiter]``: how the gateway sizes reservations for ``[[limits]]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Output tokens reserved when a request names no max_tokens: the model's maximum output
+    # from the price table, but at most this (a 100k-token ceiling would otherwise hold a
+    # minute of tokens for a one-line answer).
+    default_max_output_tokens: PositiveInt = 4096
+    # An admitted request never settled (crashed handler) releases its hold after this long,
+    # charged at what it reserved.
+    reservation_ttl_seconds: PositiveFloat = 600.0
 
 
 class BudgetConfig(BaseModel):

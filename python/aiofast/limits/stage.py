@@ -1,129 +1,236 @@
-"""The pipeline's limit stage: ``[[limits]]`` applied to every gateway request.
+"""The ``limit`` stage of the gateway pipeline: the policy's ``[[limits]]`` per request.
 
-Works with the in-process :class:`~aiofast.limits.Limiter` (one process) and with
-:class:`~aiofast.stores.shared_limits.SharedLimiter` (several processes sharing Redis):
-both take the same request context and answer with the same fields, the shared one
-asynchronously. Admission reserves the request's input tokens plus its reserved output
-(``max_tokens`` / ``max_completion_tokens``, else the model's largest output clamped by
-``default_max_output``) and its worst-case cost over the deployments it may be sent to;
-settlement swaps them for what the response used.
+Admission builds the limiter's request context from the caller's identity (key, user,
+team, key labels), the requested model and tier, the counted input tokens, the output
+tokens to reserve and the worst-case cost, then admits in one call. A refusal becomes a
+429 in the client's wire format naming the limit and the scope, with ``Retry-After`` when
+waiting helps (``x-should-retry: false`` when it cannot); every answer carries the
+``x-ratelimit-*`` headers of the tightest enforced limit. A budget near exhaustion leaves
+``ctx.state["limits.downgrade"]`` (and the tier in ``"limits.downgrade_to"``) for the
+routing stage, and the smallest remaining budget in ``"limits.budget_remaining_usd"``.
+
+Settlement runs once per admitted request, also after upstream errors and client
+disconnects, at the cost the provider reported (or the gateway counted); a failed call
+with no usage settles at zero cost.
+
+With ``[redis]`` the decisions are made by the shared limiter of
+:mod:`aiofast.stores.shared_limits`; otherwise by one in-process :class:`Limiter`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
+from collections.abc import Iterable
 from typing import Any
 
-from aiofast._core import RequestContext as LimitContext
+from aiofast._core import RequestContext as LimitRequest
 from aiofast.context import RequestContext
 from aiofast.limits.http import ratelimit_headers
-from aiofast.limits.limiter import Limiter, reserved_output_tokens, worst_case_cost
-from aiofast.policy import Policy
+from aiofast.limits.limiter import Limiter
+from aiofast.limits.metrics import LimitsCollector, usage_report
+from aiofast.policy import DeploymentPolicy, Policy
 from aiofast.prices import PriceTable
 from aiofast.refusals import RequestRefused, rate_limited
+from aiofast.stores.shared import SharedState
+from aiofast.stores.shared_limits import SharedLimiter
 
-__all__ = ["LimitsStage"]
+__all__ = ["LimitsStage", "limits_stage"]
 
 logger = logging.getLogger("aiofast.limits")
 
-STATE = "limits"
-DEFAULT_MAX_OUTPUT = 4096
+_HANDLE = "limits.handle"
+DOWNGRADE = "limits.downgrade"
+DOWNGRADE_TO = "limits.downgrade_to"
+BUDGET_REMAINING = "limits.budget_remaining_usd"
 
 
 class LimitsStage:
-    """Admit and settle every request against the policy's limits."""
+    """Admits and settles requests against the policy's ``[[limits]]``."""
 
     def __init__(
-        self,
-        limiter: Any,
-        policy: Policy,
-        prices: PriceTable,
-        *,
-        default_max_output: int = DEFAULT_MAX_OUTPUT,
+        self, policy: Policy, prices: PriceTable, shared: SharedState | None = None
     ) -> None:
-        self.limiter = limiter
-        self.policy = policy
-        self.prices = prices
-        self.default_max_output = default_max_output
-        self._settling: set[asyncio.Task[Any]] = set()
+        settings = policy.limiter
+        ttl = settings.reservation_ttl_seconds
+        self.limiter: Limiter | SharedLimiter = (
+            shared.limiter(policy.limits, reservation_ttl=ttl)
+            if shared is not None
+            else Limiter(policy.limits, reservation_ttl=ttl)
+        )
+        self._default_output = settings.default_max_output_tokens
+        self._candidates = _CandidatePrices(policy, prices)
+        self._tiers = policy.tiers
+        self._default_tier = policy.server.default_tier
+        # Settles through Redis run as tasks (settle is synchronous); kept until done.
+        self._pending: set[asyncio.Task[bool]] = set()
 
     async def admit(self, ctx: RequestContext) -> None:
-        asked = self._context(ctx)
-        admission = self.limiter.admit(asked)
-        if inspect.isawaitable(admission):
-            admission = await admission
-        ctx.state[STATE] = (admission, asked)
+        request = self.request_of(ctx)
+        engine = self.limiter
+        admission: Any
+        if isinstance(engine, SharedLimiter):
+            admission = await engine.admit(request)
+        else:
+            admission = engine.admit(request)
         headers = ratelimit_headers(admission)
         ctx.response_headers.update(headers)
-        refusal = admission.refusal
-        if refusal is None:
-            return
-        if refusal.code == "store_unavailable":
-            raise RequestRefused(
-                503, refusal.message, type="server_error", code=refusal.code, headers=headers
+        for shadow in admission.shadow_refusals:
+            logger.info(
+                "request %s: shadow limit %s (%s %s) would refuse: %s",
+                ctx.request_id,
+                shadow.limit,
+                shadow.scope,
+                shadow.scope_value,
+                shadow.code,
             )
-        raise rate_limited(
-            refusal.message, retry_after=refusal.retry_after, headers=headers, code=refusal.code
-        )
+        refusal = admission.refusal
+        if refusal is not None:
+            raise _refused(refusal, headers)
+        ctx.state[_HANDLE] = admission.handle
+        if admission.downgrade_to is not None:
+            ctx.state[DOWNGRADE] = True
+            ctx.state[DOWNGRADE_TO] = admission.downgrade_to
+        remaining = getattr(admission, "budget_remaining_usd", None)
+        if remaining is not None:
+            # What this request may spend: the routing stage drops deployments whose
+            # estimate exceeds it, so its own reservation counts as available to it.
+            ctx.state[BUDGET_REMAINING] = remaining + request.cost_usd
 
     def settle(self, ctx: RequestContext) -> None:
-        held = ctx.state.get(STATE)
-        if held is None or held[0].handle is None:
+        handle = ctx.state.pop(_HANDLE, None)
+        if handle is None:
             return
-        admission, _ = held
         charge = ctx.cost
-        used_input = charge.prompt_tokens if charge else ctx.input_tokens
-        used_output = charge.output_tokens if charge else ctx.output_tokens_counted
-        used_usd = (charge.usd or 0.0) if charge else 0.0
-        settled = self.limiter.settle(admission.handle, used_input, used_output, used_usd)
-        if inspect.isawaitable(settled):
-            # Settling the shared limiter is one Redis round trip: off the response path.
-            task = asyncio.ensure_future(settled)
-            self._settling.add(task)
-            task.add_done_callback(self._settling.discard)
+        if charge is not None:
+            input_tokens, output_tokens = charge.prompt_tokens, charge.output_tokens
+            usd = charge.usd or 0.0
+        else:
+            # No usage (the call failed before an answer): the provider bills no dollars,
+            # but the tokens sent count against token limits, as providers count them.
+            input_tokens, output_tokens, usd = ctx.input_tokens, ctx.output_tokens_counted, 0.0
+        engine = self.limiter
+        if isinstance(engine, SharedLimiter):
+            task = asyncio.ensure_future(engine.settle(handle, input_tokens, output_tokens, usd))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        else:
+            engine.settle(handle, input_tokens, output_tokens, usd)
 
-    def _context(self, ctx: RequestContext) -> LimitContext:
+    def report(self, max_entries: int = 1000) -> dict[str, Any] | None:
+        """The limits part of ``/aiofast/usage``; None when Redis holds the state."""
+        if isinstance(self.limiter, SharedLimiter):
+            return None
+        return usage_report(self.limiter, max_entries=max_entries)
+
+    def collector(self) -> LimitsCollector | None:
+        """Prometheus series of the in-process limiter (the Redis store has its own)."""
+        if isinstance(self.limiter, SharedLimiter):
+            return None
+        return LimitsCollector(self.limiter)
+
+    def request_of(self, ctx: RequestContext) -> LimitRequest:
+        """The limiter's view of a request: scope values, tokens and worst-case cost."""
         identity = ctx.identity
-        models = self._candidate_models(ctx.requested_model)
-        prices = [self.prices.get(model) for model in models]
-        model_max = max((p.max_output_tokens or 0 for p in prices if p), default=0) or None
-        asked = ctx.body.get("max_completion_tokens", ctx.body.get("max_tokens"))
-        output = reserved_output_tokens(
-            asked if isinstance(asked, int) else None, model_max, self.default_max_output
+        requested = ctx.requested_model
+        candidates = self._candidates.of(requested)
+        reserved_output = _max_tokens(ctx.body)
+        if reserved_output is None:
+            ceilings = [c[2] for c in candidates if c[2] is not None]
+            model_max = max(ceilings) if ceilings else None
+            reserved_output = min(model_max or self._default_output, self._default_output)
+        worst = max(
+            (ctx.input_tokens * inp + reserved_output * out for inp, out, _ in candidates),
+            default=0.0,
         )
-        per_million = [
-            ((p.input_cost_per_token or 0.0) * 1e6, (p.output_cost_per_token or 0.0) * 1e6)
-            for p in prices
-            if p is not None
-        ]
-        cost = worst_case_cost(ctx.input_tokens, output, per_million) if per_million else 0.0
-        return LimitContext(
+        tier = requested if requested in self._tiers else self._default_tier
+        return LimitRequest(
             key=identity.key or None,
             user=identity.user or None,
             team=identity.team or None,
-            model=ctx.requested_model or None,
-            tier=ctx.requested_model if ctx.requested_model in self.policy.tiers else None,
+            model=requested or None,
+            tier=tier,
             labels=list(identity.labels.items()),
             input_tokens=ctx.input_tokens,
-            reserved_output_tokens=output,
-            cost_usd=cost,
+            reserved_output_tokens=reserved_output,
+            cost_usd=worst,
         )
 
-    def _candidate_models(self, requested: str) -> list[str]:
-        """The models a request for ``requested`` (tier, deployment or model) may reach."""
-        deployments = {d.name: d for d in self.policy.deployments}
-        names = self.policy.tiers.get(requested) or (
-            (requested,) if requested in deployments else ()
+
+def limits_stage(
+    policy: Policy, prices: PriceTable, shared: SharedState | None = None
+) -> LimitsStage | None:
+    """The stage for ``policy.limits`` (shared through Redis when ``shared`` is given), or
+    None when the policy has no limits."""
+    return LimitsStage(policy, prices, shared) if policy.limits else None
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
+
+
+def _refused(refusal: Any, headers: dict[str, str]) -> RequestRefused:
+    if refusal.code == "store_unavailable":
+        # The shared limiter could not reach Redis and its policy is to fail closed.
+        return RequestRefused(
+            503, refusal.message, type="server_error", code=refusal.code, headers=headers
         )
-        models = [deployments[name].model for name in names if name in deployments]
-        return models or [requested]
+    merged = dict(headers)
+    if refusal.retry_after is None:
+        merged["x-should-retry"] = "false"
+    return rate_limited(
+        refusal.message,
+        retry_after=refusal.retry_after,
+        headers=merged,
+        code=refusal.code,
+    )
 
 
-def limits_stage(policy: Policy, prices: PriceTable, shared: Any = None) -> LimitsStage | None:
-    """The stage for ``policy.limits``: shared through Redis when ``shared`` is given."""
-    if not policy.limits:
-        return None
-    limiter = shared.limiter(policy.limits) if shared is not None else Limiter(policy.limits)
-    return LimitsStage(limiter, policy, prices)
+class _CandidatePrices:
+    """Per requested model: (input, output) USD per token and max output tokens of every
+    deployment that could serve it, so the worst case is known before routing."""
+
+    def __init__(self, policy: Policy, prices: PriceTable) -> None:
+        self._policy = policy
+        self._prices = prices
+        self._everything = self._priced(policy.deployments)
+        self._cache: dict[str, list[tuple[float, float, int | None]]] = {}
+
+    def of(self, requested: str) -> list[tuple[float, float, int | None]]:
+        found = self._cache.get(requested)
+        if found is None:
+            found = self._priced(self._deployments(requested)) or self._everything
+            if len(self._cache) < 4096:
+                self._cache[requested] = found
+        return found
+
+    def _deployments(self, requested: str) -> Iterable[DeploymentPolicy]:
+        policy = self._policy
+        names = set(policy.tiers.get(requested, ()))
+        return [d for d in policy.deployments if d.name in names or requested in (d.name, d.model)]
+
+    def _priced(
+        self, deployments: Iterable[DeploymentPolicy]
+    ) -> list[tuple[float, float, int | None]]:
+        priced = []
+        for deployment in deployments:
+            price = self._prices.get(deployment.price_as or deployment.model)
+            if price is None:
+                logger.warning(
+                    "deployment %s: model %s has no price; budgets reserve nothing for it",
+                    deployment.name,
+                    deployment.price_as or deployment.model,
+                )
+                continue
+            priced.append(
+                (
+                    price.input_cost_per_token or 0.0,
+                    price.output_cost_per_token or 0.0,
+                    price.max_output_tokens,
+                )
+            )
+        return priced

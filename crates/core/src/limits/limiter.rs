@@ -107,6 +107,9 @@ pub struct Admission {
     pub tokens: Option<Headroom>,
     /// The tier a budget near exhaustion asks to downgrade to.
     pub downgrade_to: Option<Arc<str>>,
+    /// The least any enforced budget of the request has left, in nano-dollars (after this
+    /// request's reservation when admitted).
+    pub budget_remaining_nano: Option<u64>,
 }
 
 impl Admission {
@@ -256,6 +259,7 @@ impl Limiter {
             requests: None,
             tokens: None,
             downgrade_to: None,
+            budget_remaining_nano: None,
         };
         let mut worst: Option<(usize, Verdict)> = None;
         for (slot, d) in decisions.iter().enumerate() {
@@ -300,6 +304,18 @@ impl Limiter {
                 if d.near_exhaustion && admission.downgrade_to.is_none() {
                     admission.downgrade_to = spec.downgrade_to.clone();
                 }
+            }
+            if let (Mode::Enforce, Some(budget), Some(held)) =
+                (spec.mode, &spec.budget, &state.budget)
+            {
+                let left = budget
+                    .limit_nano()
+                    .saturating_sub(held.spent().saturating_add(held.reserved()));
+                admission.budget_remaining_nano = Some(
+                    admission
+                        .budget_remaining_nano
+                        .map_or(left, |l| l.min(left)),
+                );
             }
             if spec.mode == Mode::Enforce {
                 self.note_headroom(

@@ -17,7 +17,7 @@ pub mod reservations;
 pub mod spec;
 pub mod store;
 
-pub use budget::{usd_to_nano, usd_to_nano_ceil, Budget, BudgetPeriod};
+pub use budget::{nano_to_usd, usd_to_nano, usd_to_nano_ceil, Budget, BudgetPeriod};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::RefusalCode;
 pub use limiter::{
