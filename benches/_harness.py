@@ -18,6 +18,9 @@ Environment variables:
   (default: ``litellm-venv`` beside the repository checkout); LiteLLM is skipped, with a
   message saying how to create it, when it is absent.
 - ``AIOFAST_BENCH_GATEWAY_CORE`` / ``AIOFAST_BENCH_CLIENT_CORE``: the cores (default 1 and 0).
+- ``AIOFAST_BENCH_NICE``: a negative niceness (as root) for every process of the bench, so
+  that other work on a shared machine disturbs the measurement less; every target gets
+  the same.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ LITELLM_HOW_TO = (
     "(or point AIOFAST_BENCH_LITELLM_VENV at an existing one)"
 )
 GATEWAY_CORE = int(os.environ.get("AIOFAST_BENCH_GATEWAY_CORE", "1"))
+NICENESS = int(os.environ.get("AIOFAST_BENCH_NICE", "0"))
 CLIENT_CORE = int(os.environ.get("AIOFAST_BENCH_CLIENT_CORE", "0"))
 
 # The bearer keys the gateways are configured with; nothing secret, they guard a mock.
@@ -147,6 +151,8 @@ class Service:
         argv = list(self.argv)
         if self.core is not None and can_pin():
             argv = ["taskset", "-c", str(self.core), *argv]
+        if NICENESS:
+            argv = ["nice", "-n", str(NICENESS), *argv]
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             argv,
@@ -503,13 +509,23 @@ def git_commit() -> str | None:
     return result.stdout.strip()
 
 
+def cpu_pressure() -> str | None:
+    """The kernel's CPU pressure line: how much of the time runnable work waited for a CPU.
+    High figures mean other work shared the machine during the run."""
+    with contextlib.suppress(OSError):
+        return Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    return None
+
+
 def environment(loop_name: str) -> dict[str, object]:
     return {
+        "cpu_pressure_at_end": cpu_pressure(),
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "event_loop": loop_name,
+        "niceness": NICENESS,
         "pinning": (
             f"gateways on core {GATEWAY_CORE}, mock and load generator on core {CLIENT_CORE}"
             if can_pin()
@@ -560,4 +576,6 @@ def print_ratio(ratio: float | None, peer: str) -> None:
 def prepare() -> str:
     """Pin the load generator and pick its event loop; returns the loop's name."""
     pin_self()
+    if NICENESS:
+        os.nice(NICENESS)
     return install_uvloop()
