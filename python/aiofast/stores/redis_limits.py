@@ -97,7 +97,8 @@ class RedisLimiter:
     async def settle(
         self, reservation: Reservation, *, tokens: int | None = None, cost_usd: float = 0.0
     ) -> bool:
-        """Release the holds and charge the real use; False if already settled.
+        """Release the holds and charge the real use; False when nothing was left to
+        release (already settled, expired, or an admission that held nothing).
 
         ``tokens`` replaces the reserved tokens (None keeps them); ``cost_usd`` replaces
         the reserved cost. Raises StoreUnavailableError when Redis cannot be reached.
