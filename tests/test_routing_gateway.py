@@ -15,7 +15,13 @@ from typing import Any
 import orjson
 import pytest
 
+from aiofast import ConfigError
+from aiofast.auth import Identity
+from aiofast.context import RequestContext
+from aiofast.parsing import API_CHAT
 from aiofast.policy import Policy, policy_from_mapping
+from aiofast.routing import RouteFacts
+from aiofast.routing.stages import PolicyRouter, engine_for
 from gateway_support import FAST_SIMULATION, chat, running, sse_data
 from routing_upstream import FaultyUpstream, start
 
@@ -256,3 +262,34 @@ async def test_stream_cut_before_the_first_byte_falls_back(scripted: FaultyUpstr
     assert sse_data(body)[-1] == "[DONE]"
     assert route_of(headers)["served_by"] == "small"
     assert route_of(headers)["attempts"] == "2"
+
+
+def test_a_downgrade_from_the_limits_layer_picks_its_tier_unless_a_rule_claims() -> None:
+    routes = [{"name": "vip", "when": {"user_tier_in": ["vip"]}, "tier": "large"}]
+    settings = policy(routes=routes)
+    router = PolicyRouter(settings, engine_for(settings))
+    ctx = RequestContext(request_id="r1", api=API_CHAT, body={}, requested_model="medium")
+    ctx.state["limits.downgrade_to"] = "small"
+    (candidate,) = router.route(ctx)
+    assert (candidate.tier, candidate.route) == ("small", "tier=small; by=downgrade")
+    ctx.identity = Identity(labels={"user_tier": "vip"})
+    assert router.route(ctx)[0].tier == "large"
+
+
+def test_the_ladder_orders_cascades_and_leaves_other_tiers_alone() -> None:
+    settings = policy(routing={"ladder": ["small", "medium", "large"]})
+    engine = engine_for(settings)
+    climbs = {t.name: (t.escalate_to, t.escalates) for t in engine.spec.tiers}
+    assert climbs == {
+        "flaky": ("medium", True),  # its own [routing.tiers.flaky] escalate_to
+        "small": ("medium", True),
+        "medium": ("large", True),
+        "large": (None, False),
+    }
+    from_large = engine.decide(RouteFacts(model="large"))
+    assert from_large.escalation_tier is None
+
+
+def test_unknown_tier_names_in_routing_sections_fail_the_start() -> None:
+    with pytest.raises(ConfigError, match=r"routing\.ladder: unknown names \['huge'\]"):
+        engine_for(policy(routing={"ladder": ["small", "huge"]}))

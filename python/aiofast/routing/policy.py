@@ -66,6 +66,9 @@ class DeploymentSettings(_Settings):
 
 class RoutingSettings(_Settings):
     default_tier: str | None = None
+    # Tiers from smallest to largest: a cascade climbs this ladder; tiers off it (and its
+    # top) never escalate. Without it, the order of [tiers] is the ladder.
+    ladder: list[str] | None = None
     latency_alpha: float = Field(default=0.3, gt=0, le=1)
     assumed_output_tokens: int = Field(default=256, ge=0)
     breaker: BreakerSpec = BreakerSpec()
@@ -152,14 +155,23 @@ def build_spec(
                 timeouts=Timeouts(connect=t.connect, first_token=t.first_byte, total=t.total),
             )
         )
-    tier_specs = [
-        TierSpec(
-            name=name,
-            deployments=list(members),
-            **settings.tiers.get(name, TierSettings()).model_dump(),
+    if settings.ladder is not None:
+        _check_names("routing.ladder", dict.fromkeys(settings.ladder), tiers)
+    tier_specs = []
+    for name, members in tiers.items():
+        own = settings.tiers.get(name, TierSettings())
+        escalate_to, escalates = _climb(name, own, settings.ladder)
+        tier_specs.append(
+            TierSpec(
+                name=name,
+                deployments=list(members),
+                strategy=own.strategy,
+                aliases=own.aliases,
+                fallbacks=own.fallbacks,
+                escalate_to=escalate_to,
+                escalates=escalates,
+            )
         )
-        for name, members in tiers.items()
-    ]
     return RoutingSpec(
         deployments=specs,
         tiers=tier_specs,
@@ -178,6 +190,16 @@ def _check_names(key: str, given: Mapping[str, object], known: Collection[str]) 
     unknown = sorted(set(given) - set(known))
     if unknown:
         raise ConfigError(f"{key}: unknown names {unknown}; known: {sorted(known)}")
+
+
+def _climb(tier: str, own: TierSettings, ladder: list[str] | None) -> tuple[str | None, bool]:
+    """Where a cascade goes from ``tier``: its own setting, else the ladder's next rung
+    (nowhere from the top or from off the ladder), else the next tier of ``[tiers]``."""
+    if own.escalate_to is not None or ladder is None:
+        return own.escalate_to, True
+    if tier in ladder and ladder.index(tier) + 1 < len(ladder):
+        return ladder[ladder.index(tier) + 1], True
+    return None, False
 
 
 def _window(price: _ModelPrice | None) -> int | None:

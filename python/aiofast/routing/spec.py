@@ -62,6 +62,7 @@ class TierSpec(_Spec):
     aliases: list[str] = []
     fallbacks: list[str] = []
     escalate_to: str | None = None
+    escalates: bool = True
 
 
 class Conditions(_Spec):

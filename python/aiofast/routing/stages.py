@@ -13,7 +13,13 @@ Facts other stages may leave on the context, by key of ``ctx.state``:
 - ``"guard.routes"``: names from guardrail ``route`` verdicts (list of str);
 - ``"limits.budget_remaining_usd"``: smallest remaining budget of the request (float);
 - ``"limits.downgrade"``: the limits layer asks for a cheaper route (bool);
+- ``"limits.downgrade_to"``: the tier a budget near exhaustion asks for (str); it is
+  taken unless a rule claimed the request (a rule can match on ``downgrade = true``);
 - ``"limits.over_limit"``: deployments over their own rate limits (list of str).
+
+What this module leaves there: ``"routing.routed"``, the :class:`~aiofast.routing.Routed`
+of the answer (attempts, experiments, cascade); after a cascade its ``superseded`` list
+holds each answer that failed its constraints, with its deployment, to be billed too.
 
 Labels of the caller's key become tags (``name=value``); ``user_tier`` among them also
 fills the user-tier fact.
@@ -88,7 +94,7 @@ def facts_of(ctx: RequestContext) -> RouteFacts:
         has_json_schema=isinstance(fmt, Mapping) and fmt.get("type") == "json_schema",
         guard_routes=list(state.get("guard.routes", ())),
         budget_remaining_usd=state.get("limits.budget_remaining_usd"),
-        downgrade=bool(state.get("limits.downgrade", False)),
+        downgrade=bool(state.get("limits.downgrade") or state.get("limits.downgrade_to")),
         over_limit=list(state.get("limits.over_limit", ())),
         request_id=ctx.request_id,
     )
@@ -131,7 +137,10 @@ class PolicyRouter(TierRouter):
         decision: Decision = native
         requested = ctx.requested_model
         claimed = native.matched_by in ("rule", "alias")
-        if not claimed and requested and requested not in self._tier_names:
+        downgrade_to = ctx.state.get("limits.downgrade_to")
+        if native.matched_by != "rule" and downgrade_to in self.policy.tiers:
+            decision = self._usable(ctx, self._downgraded(facts, str(downgrade_to)))
+        elif not claimed and requested and requested not in self._tier_names:
             decision = self._pinned(ctx)
         else:
             decision = self._usable(ctx, decision)
@@ -141,6 +150,13 @@ class PolicyRouter(TierRouter):
             Candidate(self.policy.deployment(name), decision.tier, route)
             for name in decision.candidates
         ]
+
+    def _downgraded(self, facts: RouteFacts, tier: str) -> Plan:
+        """The tier the limits layer asked for; never escalated by a cascade."""
+        decided = self.engine.decide_tier(facts, tier)
+        dropped = ",".join(f"{d}:{why}" for d, why, _ in decided.dropped)
+        explanation = f"tier={tier}; by=downgrade" + (f"; dropped={dropped}" if dropped else "")
+        return Plan(decided.candidates, tier, explanation)
 
     def _pinned(self, ctx: RequestContext) -> Plan:
         chosen = super().route(ctx)

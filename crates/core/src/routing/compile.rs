@@ -211,6 +211,9 @@ fn escalation(
     i: usize,
     t: &TierSpec,
 ) -> Result<Option<usize>> {
+    if !t.escalates {
+        return Ok(None);
+    }
     match &t.escalate_to {
         Some(name) => {
             let target = index_of(tiers, &format!("tiers[{i}].escalate_to"), "tier", name)?;

@@ -91,6 +91,13 @@ pub struct TierSpec {
     /// The tier a cascade escalates to; the next tier of the list when absent.
     #[serde(default)]
     pub escalate_to: Option<String>,
+    /// Whether a cascade may leave this tier at all.
+    #[serde(default = "default_escalates")]
+    pub escalates: bool,
+}
+
+fn default_escalates() -> bool {
+    true
 }
 
 /// Conditions of a rule or experiment; every condition that is set must hold.

@@ -24,6 +24,7 @@ fn tier(name: &str, members: &[&str], strategy: Strategy) -> TierSpec {
         aliases: Vec::new(),
         fallbacks: Vec::new(),
         escalate_to: None,
+        escalates: true,
     }
 }
 
@@ -406,6 +407,21 @@ fn fallback_tiers_follow_without_repeating_a_deployment() {
     );
     assert_eq!(d.candidates.len(), 3);
     assert_eq!(&*d.candidates[2], "l1");
+}
+
+#[test]
+fn a_tier_may_refuse_escalation() {
+    let mut s = spec();
+    s.tiers[1].escalates = false;
+    let r = router(s);
+    let d = r.decide(
+        &RequestFacts {
+            has_tools: true,
+            ..Default::default()
+        },
+        0.0,
+    );
+    assert_eq!(d.escalation_tier, None);
 }
 
 #[test]
