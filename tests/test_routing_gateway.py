@@ -16,12 +16,9 @@ import orjson
 import pytest
 
 from aiofast import ConfigError
-from aiofast.auth import Identity
-from aiofast.context import RequestContext
-from aiofast.parsing import API_CHAT
 from aiofast.policy import Policy, policy_from_mapping
 from aiofast.routing import RouteFacts
-from aiofast.routing.stages import PolicyRouter, engine_for
+from aiofast.routing.stages import engine_for
 from gateway_support import FAST_SIMULATION, chat, running, sse_data
 from routing_upstream import FaultyUpstream, start
 
@@ -264,16 +261,24 @@ async def test_stream_cut_before_the_first_byte_falls_back(scripted: FaultyUpstr
     assert route_of(headers)["attempts"] == "2"
 
 
-def test_a_downgrade_from_the_limits_layer_picks_its_tier_unless_a_rule_claims() -> None:
-    routes = [{"name": "vip", "when": {"user_tier_in": ["vip"]}, "tier": "large"}]
-    settings = policy(routes=routes)
-    router = PolicyRouter(settings, engine_for(settings))
-    ctx = RequestContext(request_id="r1", api=API_CHAT, body={}, requested_model="medium")
-    ctx.state["limits.downgrade_to"] = "small"
-    (candidate,) = router.route(ctx)
-    assert (candidate.tier, candidate.route) == ("small", "tier=small; by=downgrade")
-    ctx.identity = Identity(labels={"user_tier": "vip"})
-    assert router.route(ctx)[0].tier == "large"
+async def test_a_budget_near_exhaustion_downgrades_unless_a_rule_claims() -> None:
+    limits = [
+        {
+            "scope": "global",
+            "budget": {"usd": 1.0, "per": "day"},
+            "downgrade_to": "small",
+            "downgrade_at": 0.000001,
+        }
+    ]
+    routes = [{"name": "vip", "when": {"model_in": ["large"]}, "tier": "large"}]
+    async with running(policy(limits=limits, routes=routes)) as gateway:
+        _, first, _ = await gateway.post("/v1/chat/completions", chat("medium"))
+        _, second, _ = await gateway.post("/v1/chat/completions", chat("medium"))
+        _, ruled, _ = await gateway.post("/v1/chat/completions", chat("large"))
+    # Every reservation crosses the (tiny) downgrade threshold of the budget.
+    for headers in (first, second):
+        assert (headers["x-aiofast-tier"], route_of(headers)["by"]) == ("small", "downgrade")
+    assert (ruled["x-aiofast-tier"], route_of(ruled)["by"]) == ("large", "rule:vip")
 
 
 def test_the_ladder_orders_cascades_and_leaves_other_tiers_alone() -> None:

@@ -12,9 +12,9 @@ Facts other stages may leave on the context, by key of ``ctx.state``:
 
 - ``"guard.routes"``: names from guardrail ``route`` verdicts (list of str);
 - ``"limits.budget_remaining_usd"``: smallest remaining budget of the request (float);
-- ``"limits.downgrade"``: the limits layer asks for a cheaper route (bool);
-- ``"limits.downgrade_to"``: the tier a budget near exhaustion asks for (str); it is
-  taken unless a rule claimed the request (a rule can match on ``downgrade = true``);
+- ``"limits"``: the admission of :mod:`aiofast.limits.stage`; its ``downgrade_to`` (a
+  budget near exhaustion) sets the downgrade fact and picks that tier unless a rule
+  claimed the request (a rule can match on ``downgrade = true`` itself);
 - ``"limits.over_limit"``: deployments over their own rate limits (list of str).
 
 What this module leaves there: ``"routing.routed"``, the :class:`~aiofast.routing.Routed`
@@ -51,7 +51,7 @@ from aiofast.routing.spec import DeploymentSpec, Timeouts
 from aiofast.stages import TierRouter
 from aiofast.upstream import UpstreamCall
 
-__all__ = ["PolicyRouter", "ResilientCaller", "engine_for", "facts_of"]
+__all__ = ["PolicyRouter", "ResilientCaller", "downgrade_to", "engine_for", "facts_of"]
 
 logger = logging.getLogger("aiofast.routing")
 
@@ -94,10 +94,18 @@ def facts_of(ctx: RequestContext) -> RouteFacts:
         has_json_schema=isinstance(fmt, Mapping) and fmt.get("type") == "json_schema",
         guard_routes=list(state.get("guard.routes", ())),
         budget_remaining_usd=state.get("limits.budget_remaining_usd"),
-        downgrade=bool(state.get("limits.downgrade") or state.get("limits.downgrade_to")),
+        downgrade=downgrade_to(ctx) is not None,
         over_limit=list(state.get("limits.over_limit", ())),
         request_id=ctx.request_id,
     )
+
+
+def downgrade_to(ctx: RequestContext) -> str | None:
+    """The tier the limits stage's admission asks to downgrade to, if any."""
+    held = ctx.state.get("limits")
+    admission = held[0] if isinstance(held, tuple) and held else None
+    tier = getattr(admission, "downgrade_to", None)
+    return tier if isinstance(tier, str) else None
 
 
 def _has_images(messages: Any) -> bool:
@@ -137,9 +145,9 @@ class PolicyRouter(TierRouter):
         decision: Decision = native
         requested = ctx.requested_model
         claimed = native.matched_by in ("rule", "alias")
-        downgrade_to = ctx.state.get("limits.downgrade_to")
-        if native.matched_by != "rule" and downgrade_to in self.policy.tiers:
-            decision = self._usable(ctx, self._downgraded(facts, str(downgrade_to)))
+        cheaper = downgrade_to(ctx)
+        if native.matched_by != "rule" and cheaper in self.policy.tiers:
+            decision = self._usable(ctx, self._downgraded(facts, str(cheaper)))
         elif not claimed and requested and requested not in self._tier_names:
             decision = self._pinned(ctx)
         else:
