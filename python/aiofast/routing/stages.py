@@ -12,9 +12,9 @@ Facts other stages may leave on the context, by key of ``ctx.state``:
 
 - ``"guard.routes"``: names from guardrail ``route`` verdicts (list of str);
 - ``"limits.budget_remaining_usd"``: smallest remaining budget of the request (float);
-- ``"limits"``: the admission of :mod:`aiofast.limits.stage`; its ``downgrade_to`` (a
-  budget near exhaustion) sets the downgrade fact and picks that tier unless a rule
-  claimed the request (a rule can match on ``downgrade = true`` itself);
+- ``"limits.downgrade"``: a budget is nearly spent (bool), a fact rules can match;
+- ``"limits.downgrade_to"``: the tier that budget asks for (str); taken unless a rule
+  claimed the request;
 - ``"limits.over_limit"``: deployments over their own rate limits (list of str).
 
 What this module leaves there: ``"routing.routed"``, the :class:`~aiofast.routing.Routed`
@@ -94,17 +94,15 @@ def facts_of(ctx: RequestContext) -> RouteFacts:
         has_json_schema=isinstance(fmt, Mapping) and fmt.get("type") == "json_schema",
         guard_routes=list(state.get("guard.routes", ())),
         budget_remaining_usd=state.get("limits.budget_remaining_usd"),
-        downgrade=downgrade_to(ctx) is not None,
+        downgrade=bool(state.get("limits.downgrade")) or downgrade_to(ctx) is not None,
         over_limit=list(state.get("limits.over_limit", ())),
         request_id=ctx.request_id,
     )
 
 
 def downgrade_to(ctx: RequestContext) -> str | None:
-    """The tier the limits stage's admission asks to downgrade to, if any."""
-    held = ctx.state.get("limits")
-    admission = held[0] if isinstance(held, tuple) and held else None
-    tier = getattr(admission, "downgrade_to", None)
+    """The tier the limits stage asks to downgrade to, if any."""
+    tier = ctx.state.get("limits.downgrade_to")
     return tier if isinstance(tier, str) else None
 
 
