@@ -12,6 +12,7 @@
 
 mod bpe;
 mod chars;
+mod piece_cache;
 mod pretokenize;
 mod rank_queue;
 mod ranks;
@@ -20,11 +21,10 @@ mod stream;
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use rustc_hash::FxHashMap;
-
 pub use stream::TokenStream;
 
 use crate::{Error, Result};
+use piece_cache::PieceCache;
 use pretokenize::{Pattern, Pieces};
 use ranks::{RankFile, RankMap};
 
@@ -38,18 +38,9 @@ pub struct Encoding {
     ranks: RankMap,
 }
 
-/// Pieces up to this long that need merging have their counts remembered.
-const CACHED_PIECE_MAX: usize = 256;
-/// A thread's cache is emptied when it reaches this many pieces, bounding its memory.
-const CACHED_PIECES: usize = 1 << 14;
-
-type PieceCounts = FxHashMap<Box<[u8]>, u32>;
-
 thread_local! {
-    /// Token counts of recent pieces that are not single tokens, per thread and encoding.
-    /// Natural text repeats its words, and merging a piece costs a dozen lookups where a
-    /// cache hit costs one.
-    static PIECE_COUNTS: RefCell<[PieceCounts; 2]> = RefCell::default();
+    /// Counts of recent pieces, per thread and encoding (see [`piece_cache`]).
+    static PIECE_CACHES: RefCell<[PieceCache; 2]> = RefCell::default();
 }
 
 static CL100K: OnceLock<Result<Encoding>> = OnceLock::new();
@@ -91,37 +82,23 @@ impl Encoding {
             Pattern::Cl100k => 0,
             Pattern::O200k => 1,
         };
-        let count_all = |mut cache: Option<&mut PieceCounts>| -> usize {
+        let count_all = |cache: &mut PieceCache| -> usize {
             Pieces::new(self.pattern, text)
-                .map(|p| self.count_piece(&bytes[p.start..p.end], cache.as_deref_mut()))
+                .map(|p| cache.count(&self.ranks, &bytes[p.start..p.end]))
                 .sum()
         };
         // The cache is out of reach only while the thread is being torn down.
-        PIECE_COUNTS
+        PIECE_CACHES
             .try_with(|caches| match caches.try_borrow_mut() {
-                Ok(mut caches) => count_all(Some(&mut caches[slot])),
-                Err(_) => count_all(None),
+                Ok(mut caches) => count_all(&mut caches[slot]),
+                Err(_) => count_all(&mut PieceCache::default()),
             })
-            .unwrap_or_else(|_| count_all(None))
+            .unwrap_or_else(|_| count_all(&mut PieceCache::default()))
     }
 
-    #[inline]
-    fn count_piece(&self, piece: &[u8], cache: Option<&mut PieceCounts>) -> usize {
-        if piece.len() == 1 || self.ranks.get(piece).is_some() {
-            return 1;
-        }
-        let Some(cache) = cache.filter(|_| piece.len() <= CACHED_PIECE_MAX) else {
-            return bpe::count_merged(&self.ranks, piece);
-        };
-        if let Some(&count) = cache.get(piece) {
-            return count as usize;
-        }
-        let count = bpe::count_merged(&self.ranks, piece);
-        if cache.len() >= CACHED_PIECES {
-            cache.clear();
-        }
-        cache.insert(piece.into(), count as u32);
-        count
+    #[cfg(test)]
+    pub(crate) fn ranks(&self) -> &RankMap {
+        &self.ranks
     }
 
     /// Counts the leading pieces of `text` that no appended text can change; returns

@@ -45,10 +45,12 @@ impl std::fmt::Debug for RankMap {
     }
 }
 
-const PACKED_MAX: usize = 15;
+/// Tokens up to this long are stored packed into a `u128`.
+pub const PACKED_MAX: usize = 15;
 
+/// `bytes` (at most [`PACKED_MAX`] long) and their length in one word.
 #[inline]
-fn pack(bytes: &[u8]) -> u128 {
+pub fn pack(bytes: &[u8]) -> u128 {
     let mut key = [0u8; 16];
     key[..bytes.len()].copy_from_slice(bytes);
     key[PACKED_MAX] = bytes.len() as u8;
