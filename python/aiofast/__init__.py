@@ -19,6 +19,14 @@ from aiofast.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from aiofast.guard import (
+    ChatFinding,
+    ChatVerdict,
+    Finding,
+    Guard,
+    GuardStream,
+    JsonSchema,
+)
 from aiofast.limits import (
     Admission,
     Limiter,
@@ -83,12 +91,18 @@ __all__ = [
     "REQUEST_CONTEXT",
     "Admission",
     "AiofastError",
+    "ChatFinding",
     "ChatResult",
     "ChatTokens",
+    "ChatVerdict",
     "Client",
     "ConfigError",
     "Cost",
+    "Finding",
+    "Guard",
+    "GuardStream",
     "InvalidInputError",
+    "JsonSchema",
     "Limiter",
     "ManualClock",
     "ModelEncoding",

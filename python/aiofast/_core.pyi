@@ -15,9 +15,13 @@ __all__ = [
     "RouteFacts",
     "Router",
     "TokenStream",
+    "_Guard",
+    "_GuardStream",
+    "_JsonSchema",
     "__version__",
     "count_tokens",
     "count_tokens_batch",
+    "guard_packs",
     "route_bucket",
 ]
 
@@ -207,3 +211,35 @@ class TokenStream:
     def total_with(self, suffix: str) -> int: ...
     @property
     def encoding(self) -> str: ...
+
+@final
+class _Guard:
+    def __new__(cls, spec_json: str) -> _Guard: ...
+    def rules(self) -> list[tuple[str, str, str, str, str | None, bool, str]]: ...
+    def scan(
+        self, text: str, target: str | None = None, role: str | None = None
+    ) -> list[tuple[int, int, int, float, str]]: ...
+    def redact(self, text: str, target: str | None = None, role: str | None = None) -> str: ...
+    def scan_chat(
+        self, request_json: str, target: str = "input", input_tokens: int | None = None
+    ) -> tuple[
+        list[tuple[int, int, int, float, str, str, str | None]],
+        int | None,
+        str | None,
+        str | None,
+    ]: ...
+    def stream(self, target: str | None = None, role: str | None = None) -> _GuardStream: ...
+
+@final
+class _GuardStream:
+    @property
+    def holdback(self) -> int: ...
+    def feed(self, delta: str) -> tuple[str, list[tuple[int, int, int, float, str]]]: ...
+    def finish(self) -> tuple[str, list[tuple[int, int, int, float, str]]]: ...
+
+@final
+class _JsonSchema:
+    def __new__(cls, schema_json: str) -> _JsonSchema: ...
+    def check(self, output: str) -> list[str]: ...
+
+def guard_packs() -> list[str]: ...

@@ -5,6 +5,7 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod guard;
 mod limits;
 mod routing;
 mod tokens;
@@ -15,5 +16,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     routing::register(m)?;
     limits::register(m)?;
     tokens::register(m)?;
+    guard::register(m)?;
     Ok(())
 }

@@ -15,7 +15,7 @@ from aiofast import __version__
 from aiofast.errors import AiofastError
 
 # Module names under aiofast.cli, in the order `aiofast --help` lists them.
-COMMANDS: tuple[str, ...] = ("count", "serve", "simulate", "replay", "report", "keygen")
+COMMANDS: tuple[str, ...] = ("count", "check", "serve", "simulate", "replay", "report", "keygen")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,229 @@
+//! Prompt-injection and jailbreak phrase families, matched over the `folded` view.
+//!
+//! Each family describes a way attacks are phrased (override the instructions,
+//! become an unrestricted persona, reveal the system prompt, fake a role delimiter, …),
+//! not a particular attack. A phrase has a weight; a match's score is the noisy-OR of
+//! its own weight and those of the other phrases matched within `WINDOW` bytes, so a
+//! few weak signals close together add up while a lone weak one stays below the
+//! threshold. Gaps between words are bounded, so every match has a maximum length.
+
+/// Bytes either side of a match whose other matches add to its score.
+pub const WINDOW: usize = 300;
+/// Longest match of any phrase, in bytes of the folded view.
+pub const MAX_LEN: usize = 260;
+
+pub struct Phrase {
+    pub family: &'static str,
+    pub weight: f64,
+    pub pattern: &'static str,
+}
+
+/// Up to N words between two parts of a phrase (words of at most 20 letters).
+macro_rules! gap {
+    ($n:literal) => {
+        concat!(
+            r"(?:[^a-z0-9]{1,6}[a-z0-9']{1,20}){0,",
+            $n,
+            r"}[^a-z0-9]{1,6}"
+        )
+    };
+}
+
+macro_rules! override_verbs {
+    () => {
+        r"\b(?:ignore|ignoring|disregard|disregarding|forget|forgetting|neglect|overlook|bypass|override|overriding|discard|dismiss|abandon|set aside|skip)\b"
+    };
+}
+
+macro_rules! instruction_nouns {
+    () => {
+        r"(?:instructions?|prompts?|rules|directions|directives?|guidelines?|commands?|context|orders|polic(?:y|ies)|constraints|restrictions|programming|guidance|filters?|safeguards|guardrails|training|conditioning|limitations|boundaries|protocols?)\b"
+    };
+}
+
+macro_rules! prior {
+    () => {
+        r"(?:previous|prior|above|earlier|preceding|initial|original|all|any|every|your|system|developer|existing|old|past|pre-?set|given)"
+    };
+}
+
+macro_rules! persona_verbs {
+    () => {
+        r"\b(?:you are|you're|youre|u are|act as|acting as|pretend(?: to be| you are| that you are)?|role-?play(?: as)?|role play(?: as)?|simulate|become|behave as|respond as|play the role of|take on the role of|you will be|you will now be|are now|from now on you)\b"
+    };
+}
+
+macro_rules! lawless {
+    () => {
+        r"(?:unrestricted|unfiltered|uncensored|unlimited|unbound|unshackled|limitless|jailbroken|amoral|immoral|unethical|evil|rogue|lawless|without (?:any |the )?(?:restrictions?|filters?|limits|limitations|rules|ethics|morals|morality|boundaries|censorship|guidelines|constraints)|(?:no|zero|free of|free from) (?:restrictions?|filters?|limits|limitations|rules|ethics|ethical|morals|moral|boundaries|censorship|guidelines|constraints))"
+    };
+}
+
+pub const PHRASES: &[Phrase] = &[
+    Phrase {
+        family: "override_instructions",
+        weight: 0.9,
+        pattern: concat!(
+            override_verbs!(),
+            gap!(3),
+            prior!(),
+            gap!(2),
+            instruction_nouns!()
+        ),
+    },
+    Phrase {
+        family: "override_instructions",
+        weight: 0.45,
+        pattern: concat!(override_verbs!(), gap!(2), instruction_nouns!()),
+    },
+    Phrase {
+        family: "override_instructions",
+        weight: 0.8,
+        pattern: concat!(
+            r"\b(?:do not|don't|dont|never|stop|no longer) (?:follow|obey|listen to|adhere to|abide by|comply with)",
+            gap!(2),
+            prior!(),
+            gap!(1),
+            instruction_nouns!()
+        ),
+    },
+    Phrase {
+        family: "override_instructions",
+        weight: 0.8,
+        pattern: concat!(r"\bpay no attention to", gap!(3), instruction_nouns!()),
+    },
+    Phrase {
+        family: "new_instructions",
+        weight: 0.6,
+        pattern: r"\b(?:new|updated|real|actual|true|revised|secret|hidden|override|overriding) (?:instructions?|rules|directives?|task|system prompt|orders|objective)\b ?(?::|are|is)",
+    },
+    Phrase {
+        family: "new_instructions",
+        weight: 0.5,
+        pattern: concat!(
+            r"\bfrom (?:now on|this point(?: on| forward)?|here on)",
+            gap!(2),
+            r"(?:you|your)\b"
+        ),
+    },
+    Phrase {
+        family: "unrestricted_persona",
+        weight: 0.9,
+        pattern: concat!(persona_verbs!(), gap!(5), lawless!()),
+    },
+    Phrase {
+        family: "unrestricted_persona",
+        weight: 0.8,
+        pattern: r"\bfreed? (?:from|of) (?:the )?(?:typical |usual |normal )?(?:confines|restrictions|rules|limitations|constraints|shackles|chains)\b",
+    },
+    Phrase {
+        family: "unrestricted_persona",
+        weight: 0.8,
+        pattern: concat!(
+            r"\b(?:does not|doesn't|doesnt|do not|don't|dont|will not|won't|wont|never|not) (?:have to |need to )?(?:care about|follow|abide by|adhere to|obey|respect|comply with|be bound by)",
+            gap!(2),
+            r"(?:ethic|moral|content polic|safety|rules|restrictions|filters|censorship|guidelines|openai|anthropic|laws)"
+        ),
+    },
+    Phrase {
+        family: "unrestricted_persona",
+        weight: 0.8,
+        pattern: r"\bno matter how (?:immoral|unethical|illegal|dangerous|offensive|harmful|inappropriate|explicit|wrong)",
+    },
+    Phrase {
+        family: "unrestricted_persona",
+        weight: 0.7,
+        pattern: r"\b(?:never|don't|dont|do not|will not|won't|cannot|can't|must not) (?:refuse|decline|reject|deny|break character|say (?:that )?(?:you|it) can(?:not|'t)|apologi[sz]e|warn)\b",
+    },
+    Phrase {
+        family: "unrestricted_persona",
+        weight: 0.6,
+        pattern: r"\b(?:stay|remain|staying|keep) in character\b",
+    },
+    Phrase {
+        family: "unrestricted_persona",
+        weight: 0.5,
+        pattern: r"\b(?:regardless of|without regard (?:to|for)|ignoring|disregarding) (?:any |the |all )?(?:ethic|moral|legal|safety|consequence|legality|harm)",
+    },
+    Phrase {
+        family: "unrestricted_persona",
+        weight: 0.4,
+        pattern: r"\bwithout (?:any )?(?:warnings?|disclaimers?|censorship|moralizing|moralising|caveats)\b",
+    },
+    Phrase {
+        family: "known_jailbreak",
+        weight: 0.9,
+        pattern: r"\b(?:do anything now|dan mode|god mode|evil confidant|unhinged mode|opposite mode|developer mode (?:enabled|output|response)|(?:aim|stan|dude|dan) stands for|anti-?dan|jailbroken|jailbreak mode)\b",
+    },
+    Phrase {
+        family: "known_jailbreak",
+        weight: 0.45,
+        pattern: r"\b(?:developer mode|jailbreak|dev mode|chatgpt with|as an ai language model)\b",
+    },
+    Phrase {
+        family: "known_jailbreak",
+        weight: 0.5,
+        pattern: concat!(
+            r"\b(?:two|2|both|dual) (?:different |separate )?(?:responses|answers|paragraphs|replies|outputs|ways)",
+            gap!(6),
+            r"(?:normal|classic|standard|filtered|censored|jailbroken|unfiltered)\b"
+        ),
+    },
+    Phrase {
+        family: "system_prompt_extraction",
+        weight: 0.85,
+        pattern: concat!(
+            r"\b(?:reveal|show|print|repeat|output|display|tell me|give me|share|disclose|leak|write out|spell out|echo|dump|recite|what (?:is|are|were|was))\b",
+            gap!(4),
+            r"(?:system prompt|system message|initial prompt|hidden prompt|original prompt|pre-?prompt|everything above|(?:your|the|these|those|above|previous|prior|initial|original|hidden|secret) (?:instructions|directives|configuration)|(?:the|your) (?:password|access code|passcode|secret (?:key|word|code|phrase)|passphrase))\b"
+        ),
+    },
+    Phrase {
+        family: "system_prompt_extraction",
+        weight: 0.6,
+        pattern: concat!(
+            r"\b(?:repeat|print|output|summari[sz]e|translate|rewrite|list|copy)",
+            gap!(3),
+            r"(?:above|before this|prior to this|so far|verbatim|word for word)\b"
+        ),
+    },
+    Phrase {
+        family: "role_delimiters",
+        weight: 0.8,
+        pattern: r"<\|(?:im_start|im_end|system|assistant|user|endoftext|begin_of_text|start_header_id)\|>|\[/?inst\]|<</?sys>>|\[/?system\]|###\s*(?:system|new instructions?|instructions?)\s*:",
+    },
+    Phrase {
+        family: "role_delimiters",
+        weight: 0.45,
+        pattern: r"(?m)^\s*(?:system|assistant)\s*:\s",
+    },
+    Phrase {
+        family: "fake_boundary",
+        weight: 0.6,
+        pattern: r"\b(?:end|begin|beginning|start) of (?:the )?(?:user |system |untrusted )?(?:input|prompt|instructions|ambiguity|system prompt|user message|conversation|context)\b",
+    },
+    Phrase {
+        family: "fake_authority",
+        weight: 0.6,
+        pattern: concat!(
+            r"\b(?:i am|i'm|im|this is|speaking as)",
+            gap!(1),
+            r"(?:your|the) (?:developer|creator|administrator|admin|owner|programmer|system administrator|operator)\b"
+        ),
+    },
+    Phrase {
+        family: "fake_authority",
+        weight: 0.5,
+        pattern: r"\b(?:admin|developer|sudo|root|debug|maintenance|god|override) (?:mode|access|override|command|privileges)\b",
+    },
+    Phrase {
+        family: "encoded_payload",
+        weight: 0.5,
+        pattern: r"\b(?:decode|decipher|translate|convert|interpret) (?:this|the following|these)(?: text| message| string)? (?:from |in )?(?:base64|base 64|rot13|rot-13|hex|binary|morse|leetspeak|reverse)\b",
+    },
+];
+
+/// Combines the weights of matches that support each other (noisy-OR).
+pub fn combine(weights: impl IntoIterator<Item = f64>) -> f64 {
+    1.0 - weights.into_iter().fold(1.0, |miss, w| miss * (1.0 - w))
+}

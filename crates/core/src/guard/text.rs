@@ -1,0 +1,325 @@
+//! Normalised views of a text, each with a map back to the original.
+//!
+//! Rules never match the raw text. They match one of two views built once per text:
+//!
+//! - `clean`: NFKC, with hidden characters (zero-width, bidi controls, fillers, variation
+//!   selectors used for smuggling) removed and Unicode tag characters decoded to the
+//!   ASCII they hide. PII and secrets detectors read this view: digits stay digits.
+//! - `folded`: `clean`, lower-cased, combining marks dropped, Cyrillic and Greek
+//!   look-alikes folded to Latin, and leetspeak digits/symbols turned into letters inside
+//!   words that also contain letters. Literal lists and injection phrases read this view.
+//!
+//! Each view keeps, for every byte it holds, the byte offset in the original text of the
+//! character that produced it, so every finding is reported on the original text.
+//! Pure-ASCII input (most traffic) is length-preserving in both views and needs no map.
+
+use std::borrow::Cow;
+
+use unicode_normalization::char::is_combining_mark;
+use unicode_normalization::UnicodeNormalization;
+
+/// One normalised view and its map back to the original text.
+pub struct View<'a> {
+    pub text: Cow<'a, str>,
+    /// `map[i]` is the original byte offset of the character that produced byte `i`;
+    /// `None` means the view is byte-for-byte aligned with the original.
+    map: Option<Vec<u32>>,
+}
+
+impl View<'_> {
+    /// Maps a byte span of this view onto the original text.
+    pub fn to_original(&self, original: &str, start: usize, end: usize) -> (usize, usize) {
+        let Some(map) = &self.map else {
+            return (start, end);
+        };
+        let first = map.get(start).map_or(original.len(), |&o| o as usize);
+        let last = match end.checked_sub(1).and_then(|i| map.get(i)) {
+            Some(&o) => {
+                let o = o as usize;
+                o + original[o..].chars().next().map_or(0, char::len_utf8)
+            }
+            None => first,
+        };
+        (first, last.max(first))
+    }
+}
+
+/// Both views of one text plus the spans of hidden characters found while building them.
+pub struct Views<'a> {
+    pub original: &'a str,
+    pub clean: View<'a>,
+    pub folded: View<'a>,
+    /// Byte spans (original offsets) of runs of hidden characters.
+    pub hidden: Vec<(usize, usize)>,
+}
+
+impl<'a> Views<'a> {
+    pub fn new(original: &'a str) -> Views<'a> {
+        if original.is_ascii() {
+            return ascii_views(original);
+        }
+        unicode_views(original)
+    }
+}
+
+fn ascii_views(original: &str) -> Views<'_> {
+    let mut folded = original.as_bytes().to_ascii_lowercase();
+    fold_leetspeak(&mut folded);
+    Views {
+        original,
+        clean: View {
+            text: Cow::Borrowed(original),
+            map: None,
+        },
+        folded: View {
+            text: Cow::Owned(ascii_string(folded)),
+            map: None,
+        },
+        hidden: Vec::new(),
+    }
+}
+
+fn ascii_string(bytes: Vec<u8>) -> String {
+    // Only ASCII bytes were written, so this never falls back to the lossy path.
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into())
+}
+
+struct Builder {
+    text: String,
+    map: Vec<u32>,
+}
+
+impl Builder {
+    fn with_capacity(n: usize) -> Builder {
+        Builder {
+            text: String::with_capacity(n),
+            map: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, c: char, origin: usize) {
+        self.text.push(c);
+        let origin = u32::try_from(origin).unwrap_or(u32::MAX);
+        self.map.resize(self.text.len(), origin);
+    }
+}
+
+fn unicode_views(original: &str) -> Views<'_> {
+    let mut clean = Builder::with_capacity(original.len());
+    let mut folded = Builder::with_capacity(original.len());
+    let mut hidden: Vec<(usize, usize)> = Vec::new();
+    let mut prev: Option<char> = None;
+    let mut chars = original.char_indices().peekable();
+
+    while let Some((at, c)) = chars.next() {
+        let next = chars.peek().map(|&(_, n)| n);
+        if is_hidden(c, prev, next) {
+            match hidden.last_mut() {
+                Some(last) if last.1 == at => last.1 = at + c.len_utf8(),
+                _ => hidden.push((at, at + c.len_utf8())),
+            }
+            if let Some(revealed) = tag_to_ascii(c) {
+                clean.push(revealed, at);
+                push_folded(&mut folded, revealed, at);
+            }
+            continue;
+        }
+        prev = Some(c);
+        if c.is_ascii() {
+            clean.push(c, at);
+            push_folded(&mut folded, c, at);
+            continue;
+        }
+        for n in std::iter::once(c).nfkc() {
+            clean.push(n, at);
+            push_folded(&mut folded, n, at);
+        }
+    }
+
+    let mut folded_bytes = folded.text.into_bytes();
+    fold_leetspeak(&mut folded_bytes);
+    Views {
+        original,
+        clean: View {
+            text: Cow::Owned(clean.text),
+            map: Some(clean.map),
+        },
+        folded: View {
+            text: Cow::Owned(ascii_safe_string(folded_bytes)),
+            map: Some(folded.map),
+        },
+        hidden,
+    }
+}
+
+fn ascii_safe_string(bytes: Vec<u8>) -> String {
+    // Leetspeak folding rewrites ASCII bytes to ASCII bytes, so UTF-8 stays valid.
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into())
+}
+
+fn push_folded(folded: &mut Builder, c: char, at: usize) {
+    if c.is_ascii() {
+        folded.push(c.to_ascii_lowercase(), at);
+        return;
+    }
+    if is_combining_mark(c) {
+        return;
+    }
+    for lower in c.to_lowercase() {
+        folded.push(fold_confusable(lower), at);
+    }
+}
+
+/// Characters that render as nothing (or as something else) and are used to split
+/// words past filters or to smuggle text. Zero-width joiners are only hidden between
+/// ASCII characters: between emoji or in Persian and Indic scripts they are legitimate.
+pub fn is_hidden(c: char, prev: Option<char>, next: Option<char>) -> bool {
+    match c {
+        '\u{200C}' | '\u{200D}' => {
+            prev.map_or(true, |p| p.is_ascii()) && next.map_or(true, |n| n.is_ascii())
+        }
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}'
+        | '\u{17B5}' | '\u{180E}' | '\u{200B}' | '\u{200E}' | '\u{200F}' | '\u{3164}'
+        | '\u{FEFF}' | '\u{FFA0}' => true,
+        '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' => true,
+        '\u{E0000}'..='\u{E007F}' | '\u{E0100}'..='\u{E01EF}' => true,
+        _ => false,
+    }
+}
+
+/// Unicode tag characters mirror printable ASCII at U+E0020..U+E007E; models read
+/// them, so the views spell out what they hide.
+fn tag_to_ascii(c: char) -> Option<char> {
+    let code = u32::from(c);
+    if (0xE0020..=0xE007E).contains(&code) {
+        char::from_u32(code - 0xE0000)
+    } else {
+        None
+    }
+}
+
+/// Folds the Cyrillic and Greek letters that look like Latin ones (the lower-case
+/// subset of Unicode's intentional confusables) and a few Latin look-alikes.
+fn fold_confusable(c: char) -> char {
+    match c {
+        'а' | 'α' | 'ɑ' => 'a',
+        'в' | 'β' => 'b',
+        'с' | 'ϲ' => 'c',
+        'ԁ' => 'd',
+        'е' | 'ё' | 'ε' | 'є' => 'e',
+        'ɡ' => 'g',
+        'һ' => 'h',
+        'і' | 'ї' | 'ι' | 'ı' | 'ӏ' => 'i',
+        'ј' | 'ϳ' => 'j',
+        'к' | 'κ' => 'k',
+        'м' => 'm',
+        'п' | 'η' => 'n',
+        'о' | 'ο' | 'σ' | 'ө' => 'o',
+        'р' | 'ρ' => 'p',
+        'ԛ' => 'q',
+        'ѕ' => 's',
+        'т' | 'τ' => 't',
+        'υ' | 'џ' => 'u',
+        'ν' | 'ѵ' => 'v',
+        'ԝ' | 'ω' => 'w',
+        'х' | 'χ' => 'x',
+        'у' | 'γ' => 'y',
+        'ᴢ' => 'z',
+        other => other,
+    }
+}
+
+/// Turns leetspeak into letters inside words that also contain a letter, so
+/// "1gn0r3" reads "ignore" while "1.2.3" and "$5" keep their digits and symbols.
+fn fold_leetspeak(bytes: &mut [u8]) {
+    let mut start = 0;
+    while start < bytes.len() {
+        if !is_word_byte(bytes[start]) {
+            start += 1;
+            continue;
+        }
+        let mut end = start;
+        let (mut letters, mut leet) = (false, false);
+        while end < bytes.len() && is_word_byte(bytes[end]) {
+            letters |= bytes[end].is_ascii_lowercase();
+            leet |= leet_letter(bytes[end]).is_some();
+            end += 1;
+        }
+        if letters && leet {
+            for b in &mut bytes[start..end] {
+                if let Some(l) = leet_letter(*b) {
+                    *b = l;
+                }
+            }
+        }
+        start = end;
+    }
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'@' | b'$' | b'!' | b'|')
+}
+
+fn leet_letter(b: u8) -> Option<u8> {
+    Some(match b {
+        b'0' => b'o',
+        b'1' | b'!' => b'i',
+        b'|' => b'l',
+        b'3' => b'e',
+        b'4' | b'@' => b'a',
+        b'5' | b'$' => b's',
+        b'7' => b't',
+        b'8' => b'b',
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ascii_is_aligned_and_folded() {
+        let v = Views::new("Ign0re ALL previous v1.2.3 $5");
+        assert_eq!(v.clean.text, "Ign0re ALL previous v1.2.3 $5");
+        assert_eq!(v.folded.text, "ignore all previous vi.2.3 $5");
+        assert!(v.hidden.is_empty());
+    }
+
+    #[test]
+    fn hidden_characters_are_removed_and_recorded() {
+        let text = "ig\u{200B}nore";
+        let v = Views::new(text);
+        assert_eq!(v.folded.text, "ignore");
+        assert_eq!(v.hidden, vec![(2, 5)]);
+        assert_eq!(v.folded.to_original(text, 0, 6), (0, text.len()));
+    }
+
+    #[test]
+    fn confusables_and_fullwidth_fold_to_latin() {
+        let text = "іgnоrе ＩＮＳＴＲＵＣＴＩＯＮＳ";
+        let v = Views::new(text);
+        assert_eq!(v.folded.text, "ignore instructions");
+        let (s, e) = v.folded.to_original(text, 7, 19);
+        assert_eq!(&text[s..e], "ＩＮＳＴＲＵＣＴＩＯＮＳ");
+    }
+
+    #[test]
+    fn tag_characters_are_spelled_out() {
+        let hidden: String = "hi"
+            .chars()
+            .map(|c| char::from_u32(c as u32 + 0xE0000).unwrap())
+            .collect();
+        let text = format!("ok{hidden}");
+        let v = Views::new(&text);
+        assert_eq!(v.clean.text, "okhi");
+        assert_eq!(v.hidden, vec![(2, text.len())]);
+    }
+
+    #[test]
+    fn joiners_inside_emoji_are_kept() {
+        let family = "\u{1F468}\u{200D}\u{1F469}";
+        assert!(Views::new(family).hidden.is_empty());
+        assert_eq!(Views::new("a\u{200D}b").hidden.len(), 1);
+    }
+}
