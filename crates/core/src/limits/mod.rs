@@ -4,6 +4,8 @@
 //! - [`budget`]: dollars per calendar day or month in a time zone, or per rolling window.
 //! - [`decision`]: the state of one scope value and the pure decision over it.
 //! - [`limiter`]: all-or-nothing admission across limits, settlement, expiry, snapshots.
+//! - [`store`], [`reservations`]: sharded state per limit and the outstanding reservations.
+//! - [`spec`], [`clock`]: what a limit is, and the injectable monotonic and wall clocks.
 //!
 //! The decision functions take plain data and the current time, so the same logic can run
 //! against state kept elsewhere (a Redis script) without change of meaning.
