@@ -107,9 +107,17 @@ fn card(c: &Candidate<'_>) -> Option<f64> {
     if checks::all_same(&digits) || !checks::luhn(&digits) {
         return None;
     }
-    checks::card_network(&digits)?;
-    // Short Maestro-range numbers collide with order and account ids: need context.
-    let base = if digits.len() >= 14 { 0.85 } else { 0.3 };
+    // Outside the issuer ranges, or short Maestro-range numbers that collide with order
+    // and account ids: only with a card word nearby.
+    let known = checks::card_network(&digits).is_some();
+    let industry = matches!(digits.first(), Some(2..=6));
+    let base = if known && digits.len() >= 14 {
+        0.85
+    } else if known || (industry && digits.len() >= 15) {
+        0.3
+    } else {
+        return None;
+    };
     Some(boosted(base, c.before, CARD_CONTEXT))
 }
 
@@ -309,7 +317,7 @@ pub const DETECTORS: &[DetectorDef] = &[
         id: "pii.iban",
         category: "pii",
         label: "IBAN",
-        pattern: r"(?i)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}",
+        pattern: r"(?i)[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)(?-u:\b)",
         max_len: 45,
         opener: None,
         validate: iban,

@@ -203,6 +203,16 @@ pub const PHRASES: &[Phrase] = &[
         pattern: r"\b(?:end|begin|beginning|start) of (?:the )?(?:user |system |untrusted )?(?:input|prompt|instructions|ambiguity|system prompt|user message|conversation|context)\b",
     },
     Phrase {
+        family: "fake_boundary",
+        weight: 0.6,
+        pattern: r"(?:%%%|={3,}|\*{3,}|-{3,}|#{3,}|\[\[|<<)[^a-z0-9\n]{0,3}(?:end|begin|start|new|updated|system|admin|override)\b",
+    },
+    Phrase {
+        family: "output_forcing",
+        weight: 0.45,
+        pattern: r"\b(?:say|print|output|respond with|reply with|answer with|begin (?:your )?(?:reply|response|answer) with|start (?:your )?(?:reply|response|answer) with|(?:only|just) (?:say|respond|reply|output))\b[^a-z0-9]{1,4}(?:only |exactly |just |the (?:words?|phrase) )?[\x22'\x60]",
+    },
+    Phrase {
         family: "fake_authority",
         weight: 0.6,
         pattern: concat!(

@@ -51,7 +51,7 @@ pub fn pack(name: &str) -> Result<Vec<RuleSpec>> {
         "injection" => {
             let mut r = rule(
                 "injection.phrases",
-                Kind::Injection { threshold: 0.5 },
+                Kind::Injection { threshold: 0.45 },
                 "injection",
                 Severity::High,
                 Action::Flag,

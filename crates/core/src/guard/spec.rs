@@ -176,7 +176,7 @@ fn yes() -> bool {
 }
 
 fn default_threshold() -> f64 {
-    0.5
+    0.45
 }
 
 /// One rule as written by the user.

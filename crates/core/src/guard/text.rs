@@ -246,9 +246,14 @@ fn fold_leetspeak(bytes: &mut [u8]) {
             end += 1;
         }
         if letters && leet {
-            for b in &mut bytes[start..end] {
-                if let Some(l) = leet_letter(*b) {
-                    *b = l;
+            let last = end - start - 1;
+            for (i, b) in bytes[start..end].iter_mut().enumerate() {
+                // Symbols only stand for letters inside a word: "h!t" but not "stop!".
+                let inside = i > 0 && i < last;
+                if b.is_ascii_digit() || inside {
+                    if let Some(l) = leet_letter(*b) {
+                        *b = l;
+                    }
                 }
             }
         }
