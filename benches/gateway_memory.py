@@ -26,6 +26,8 @@ from _loadgen import Abandoned, Exchange, Pool, open_loop
 
 MOCK_DELAY_MS = 20.0
 DEFAULT_RATE = 200.0
+# A gateway whose capacity search found no passing rate still gets some load.
+MIN_RATE = 10.0
 SOAK_RATE = 50.0
 SOAK_FAULT_RATE = 0.05
 TARGET_LOAD_MIB = 80.0
@@ -156,7 +158,7 @@ async def bench(args: argparse.Namespace, loop_name: str) -> None:
     rates: dict[str, float] = {}
     with h.start_cast(names, mock) as cast:
         for target in cast.targets:
-            rate = args.rate or 0.8 * capacity.get(target.name, DEFAULT_RATE / 0.8)
+            rate = args.rate or max(MIN_RATE, 0.8 * capacity.get(target.name, DEFAULT_RATE / 0.8))
             rates[target.name] = rate = min(rate, 50.0) if args.smoke else rate
             print(f"{target.label}: load at {rate:.0f} rps for {load_seconds:.0f} s", flush=True)
             profiles[target.name] = await profile_one(target, rate, load_seconds, warm=20)

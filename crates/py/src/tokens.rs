@@ -61,6 +61,9 @@ fn count_tokens_batch(
     let encoding = self::encoding(encoding)?;
     let owned = texts.iter().map(text_of).collect::<PyResult<Vec<_>>>()?;
     let borrowed: Vec<&str> = owned.iter().map(|t| t.as_ref()).collect();
+    if borrowed.iter().map(|t| t.len()).sum::<usize>() < DETACH_BYTES {
+        return Ok(encoding.count_batch(&borrowed));
+    }
     Ok(py.detach(|| encoding.count_batch(&borrowed)))
 }
 
@@ -96,18 +99,26 @@ impl TokenStream {
     /// Appends a chunk of text.
     fn push(&self, py: Python<'_>, delta: &Bound<'_, PyString>) -> PyResult<()> {
         let delta = text_of(delta)?;
+        // A streamed delta is a few bytes: on the event loop, handing the GIL to another
+        // thread and waiting to get it back would cost far more than the count.
+        if delta.len() < DETACH_BYTES {
+            return self.with(|stream| stream.push(&delta));
+        }
         py.detach(|| self.with(|stream| stream.push(&delta)))
     }
 
     /// Tokens in everything pushed so far.
     #[getter]
-    fn total(&self, py: Python<'_>) -> PyResult<usize> {
-        py.detach(|| self.with(|stream| stream.total()))
+    fn total(&self) -> PyResult<usize> {
+        self.with(|stream| stream.total())
     }
 
     /// Tokens in everything pushed so far followed by `suffix`, which is not kept.
     fn total_with(&self, py: Python<'_>, suffix: &Bound<'_, PyString>) -> PyResult<usize> {
         let suffix = text_of(suffix)?;
+        if suffix.len() < DETACH_BYTES {
+            return self.with(|stream| stream.total_with(&suffix));
+        }
         py.detach(|| self.with(|stream| stream.total_with(&suffix)))
     }
 

@@ -122,6 +122,11 @@ impl Encoding {
     pub fn count_batch(&self, texts: &[&str]) -> Vec<usize> {
         const BYTES_PER_THREAD: usize = 256 * 1024;
         let total: usize = texts.iter().map(|t| t.len()).sum();
+        // Asking for the core count reads cgroup files, which costs more than counting a
+        // small batch: only ask when the batch could use two threads.
+        if total < 2 * BYTES_PER_THREAD || texts.len() < 2 {
+            return texts.iter().map(|t| self.count(t)).collect();
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = cores.min(total / BYTES_PER_THREAD).min(texts.len()).max(1);
         if threads == 1 {
