@@ -231,7 +231,7 @@ def _chunk(data: str) -> dict[str, Any] | None:
 
 
 def _result(answer: dict[str, Any], ctx: RequestContext) -> ChatResult:
-    charge = ctx.cost
+    charge = ctx.total_cost
     return ChatResult(
         response=answer,
         request_id=ctx.request_id,

@@ -16,7 +16,7 @@ from aiofast.auth import ANONYMOUS, Identity
 from aiofast.policy import DeploymentPolicy
 from aiofast.prices import Cost
 
-__all__ = ["Candidate", "RequestContext"]
+__all__ = ["Candidate", "RequestContext", "Superseded"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,20 @@ class Candidate:
     deployment: DeploymentPolicy
     tier: str
     route: str
+
+
+@dataclass(frozen=True, slots=True)
+class Superseded:
+    """An answer that was billed but not served: a cascade replaced it with the answer of
+    a larger tier. It is charged to the model that produced it."""
+
+    deployment: DeploymentPolicy
+    tier: str
+    model: str
+    usage_source: str
+    cost: Cost
+    elapsed: float
+    reason: str
 
 
 @dataclass(slots=True, eq=False)
@@ -45,6 +59,8 @@ class RequestContext:
     requested_model: str = ""
     stream: bool = False
     wants_usage: bool = False
+    # Tags the client gave the request (``x-aiofast-tags``): ``name`` or ``name=value``.
+    tags: list[str] = field(default_factory=list)
 
     # Count: input tokens as the provider will count them (estimated: no exact tokenizer).
     input_tokens: int = 0
@@ -70,6 +86,8 @@ class RequestContext:
     tool_calls: list[str] = field(default_factory=list)
     response_text: str | None = None
     cost: Cost | None = None
+    # Answers billed besides the served one (cascades); ``total_cost`` adds them up.
+    superseded: list[Superseded] = field(default_factory=list)
     ttft: float | None = None
     upstream_wait: float = 0.0
     client_wait: float = 0.0
@@ -96,3 +114,25 @@ class RequestContext:
     def deployment(self) -> DeploymentPolicy | None:
         target = self.target
         return target.deployment if target else None
+
+    @property
+    def total_cost(self) -> Cost | None:
+        """What the request billed: the served answer's cost plus every superseded one.
+        Limits settle and the ``x-aiofast-cost-usd`` header use it; the usage event of the
+        served answer keeps ``cost``, each superseded answer gets its own."""
+        if not self.superseded:
+            return self.cost
+        charges = [s.cost for s in self.superseded]
+        if self.cost is not None:
+            charges.append(self.cost)
+        usd = [c.usd for c in charges]
+        return Cost(
+            usd=None if None in usd else sum(u for u in usd if u is not None),
+            known=all(c.known for c in charges),
+            input_tokens=sum(c.input_tokens for c in charges),
+            cached_tokens=sum(c.cached_tokens for c in charges),
+            cache_write_tokens=sum(c.cache_write_tokens for c in charges),
+            output_tokens=sum(c.output_tokens for c in charges),
+            reasoning_tokens=sum(c.reasoning_tokens for c in charges),
+            cache_write_1h_tokens=sum(c.cache_write_1h_tokens for c in charges),
+        )

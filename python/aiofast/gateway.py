@@ -34,6 +34,7 @@ from aiofast.refusals import (
     payload_too_large,
     unauthorized,
 )
+from aiofast.routing.tags import TAGS_HEADER, parse_tags
 from aiofast.stages import Stages, TierRouter
 from aiofast.timespec import parse_time
 
@@ -149,6 +150,7 @@ async def _serve(request: web.Request, api: str) -> web.StreamResponse:
     response: web.StreamResponse | None = None
     try:
         ctx.identity = authenticate(pipeline.keys, request)
+        ctx.tags = parse_tags(request.headers.get(TAGS_HEADER))
         raw = await read_body(request, pipeline.policy.server.max_body_bytes)
         pipeline.load(ctx, parse_body(api, raw), raw)
         await pipeline.admit(ctx)

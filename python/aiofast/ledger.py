@@ -26,9 +26,13 @@ from typing import Any
 from aiofast.errors import ConfigError
 from aiofast.policy import LedgerPolicy
 
-__all__ = ["GROUPS", "Ledger", "UsageEvent", "summarize"]
+__all__ = ["GROUPS", "SUPERSEDED_ERROR", "Ledger", "UsageEvent", "summarize"]
 
 logger = logging.getLogger("aiofast.ledger")
+
+# error_type of the row of an answer a cascade billed but did not serve. Such a row counts
+# in tokens and cost (charged to its own model) but is not a request, nor an error.
+SUPERSEDED_ERROR = "cascade_superseded"
 
 
 @dataclass(slots=True)
@@ -270,15 +274,16 @@ def summarize(
     )
     where, params = _period(since, until)
     sql = (
-        f"SELECT {select}COUNT(*) AS requests, "
-        "SUM(e.status >= 400 OR e.error_type != '') AS errors, "
+        f"SELECT {select}SUM(e.error_type != '{SUPERSEDED_ERROR}') AS requests, "
+        f"SUM(e.status >= 400 OR e.error_type NOT IN ('', '{SUPERSEDED_ERROR}')) AS errors, "
         "SUM(e.input_tokens) AS input_tokens, SUM(e.cached_tokens) AS cached_tokens, "
         "SUM(e.output_tokens) AS output_tokens, SUM(e.reasoning_tokens) AS reasoning_tokens, "
         "ROUND(SUM(COALESCE(e.cost_usd, 0)), 9) AS cost_usd, "
         "SUM(e.cost_usd IS NULL) AS unpriced, "
         "COUNT(DISTINCT CASE WHEN o.success = 1 THEN o.request_id END) AS successes, "
         "COUNT(DISTINCT CASE WHEN o.success = 0 THEN o.request_id END) AS failures, "
-        "ROUND(AVG(e.latency_ms), 3) AS mean_latency_ms "
+        f"ROUND(AVG(CASE WHEN e.error_type != '{SUPERSEDED_ERROR}' THEN e.latency_ms END), 3)"
+        " AS mean_latency_ms "
         # An outcome reported for an app request covers the LLM calls made for it.
         "FROM usage_events e LEFT JOIN outcomes o "
         "ON o.request_id = COALESCE(NULLIF(e.parent_id, ''), e.request_id)"

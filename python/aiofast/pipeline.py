@@ -12,7 +12,8 @@ step                   seam (protocol in :mod:`aiofast.stages`, state on the con
 7. guard output        ``Stages.output_guard``: ``check_output(ctx, text)`` for whole
                        answers, ``stream_checker(ctx).feed(delta)`` for every streamed
                        text delta
-8. settle              built in: usage and cost; then ``Limiter.settle(ctx)`` and
+8. settle              built in: usage and cost (with answers a cascade superseded,
+                       ``ctx.state[SUPERSEDED]``); then ``Limiter.settle(ctx)`` and
                        every ``Observer.observe(ctx)``; then ledger, metrics, log line
 =====================  =============================================================
 
@@ -61,9 +62,10 @@ from aiofast.prices import Cost, PriceTable, cost
 from aiofast.refusals import RequestRefused, bad_request, rate_limited, upstream_failed
 from aiofast.relay import Sink, StreamRelay
 from aiofast.sse import format_event
-from aiofast.stages import Stages
+from aiofast.stages import SUPERSEDED, Stages
 from aiofast.stores import metrics as store_metrics
 from aiofast.stores.shared import SharedState
+from aiofast.superseded import price_superseded, superseded_row
 from aiofast.telemetry import Metrics, log_request
 from aiofast.tokens import TokenCounter, count_chat, count_tokens
 from aiofast.upstream import UpstreamCall, UpstreamPool
@@ -235,6 +237,7 @@ class Pipeline:
                 raw = orjson.dumps(_replace_text(ctx.api, body, replacement))
         ctx.status = 200
         self._price(ctx)
+        self._bill_superseded(ctx)
         return raw
 
     async def relay(self, ctx: RequestContext, call: UpstreamCall, write: Sink) -> None:
@@ -282,6 +285,7 @@ class Pipeline:
             ctx.usage_source = "counted"
         if ctx.cost is None and ctx.usage is not None:
             self._price(ctx)
+        self._bill_superseded(ctx)
         stages = self.stages
         if ctx.state.get(_ADMITTED):
             stages.limiter.settle(ctx)
@@ -289,6 +293,10 @@ class Pipeline:
             observer.observe(ctx)
         event = self._event(ctx)
         self.ledger.record(event)
+        for index, answer in enumerate(ctx.superseded, 1):
+            billed = superseded_row(event, ctx, answer, index)
+            self.ledger.record(billed)
+            self.metrics.bill(billed)
         overhead = max(
             0.0, (time.perf_counter() - ctx.started) - ctx.upstream_wait - ctx.client_wait
         )
@@ -332,7 +340,7 @@ class Pipeline:
             headers["x-aiofast-model"] = ctx.served_model or ctx.served.deployment.model
             headers["x-aiofast-tier"] = ctx.tier
             headers["x-aiofast-route"] = ctx.route
-        charge = ctx.cost
+        charge = ctx.total_cost
         if charge is not None:
             headers["x-aiofast-input-tokens"] = str(charge.prompt_tokens)
             headers["x-aiofast-output-tokens"] = str(charge.output_tokens)
@@ -453,6 +461,16 @@ class Pipeline:
             if len(self._price_models) < 4096:
                 self._price_models[key] = model
         return model
+
+    def _bill_superseded(self, ctx: RequestContext) -> None:
+        """Price the answers a cascade superseded, once (the caller's list is taken): they
+        count in ``ctx.total_cost`` (header, limits) and get ledger rows of their own."""
+        for answer in ctx.state.pop(SUPERSEDED, None) or ():
+            deployment = self.policy.deployment(answer.deployment)
+            price_model = partial(self._price_model, deployment=deployment)
+            ctx.superseded.append(
+                price_superseded(ctx, answer, deployment, price_model, self.prices)
+            )
 
     def _upstream_error(
         self, ctx: RequestContext, call: UpstreamCall, raw: bytes

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from aiofast.context import Candidate, RequestContext
 from aiofast.parsing import API_MESSAGES
@@ -19,6 +19,7 @@ from aiofast.refusals import bad_request, model_not_found
 from aiofast.upstream import UpstreamCall
 
 __all__ = [
+    "SUPERSEDED",
     "Attempt",
     "Caller",
     "InputGuard",
@@ -31,6 +32,7 @@ __all__ = [
     "SingleAttempt",
     "Stages",
     "StreamChecker",
+    "SupersededAnswer",
     "TierRouter",
 ]
 
@@ -80,7 +82,7 @@ class Limiter(Protocol):
         ...
 
     def settle(self, ctx: RequestContext) -> None:
-        """Called once for every admitted request, with ``ctx.cost`` and usage final
+        """Called once for every admitted request, with ``ctx.total_cost`` and usage final
         (also after errors and client disconnects): reconcile and release."""
         ...
 
@@ -93,13 +95,28 @@ class Router(Protocol):
 
 Attempt = Callable[[Candidate], Awaitable[UpstreamCall]]
 
+# Key of ``ctx.state`` where a caller leaves the answers it read whole but did not serve
+# (a cascade's first answer): a list of SupersededAnswer, billed by the pipeline at settle.
+SUPERSEDED = "call.superseded"
+
+
+class SupersededAnswer(NamedTuple):
+    """A whole answer the provider billed although the client got another one."""
+
+    deployment: str
+    tier: str
+    body: bytes
+    elapsed: float
+    reason: str
+
 
 class Caller(Protocol):
     """Runs the attempts: which candidate, how many times, with which pauses.
 
     ``attempt(candidate)`` sends the request and returns once headers are in (any
     status); it raises a RequestRefused on a transport failure or timeout. The caller must
-    set ``ctx.served`` and count ``ctx.attempts``, and ``close()`` any call it drops.
+    set ``ctx.served`` and count ``ctx.attempts``, and ``close()`` any call it drops. An
+    answer it read but replaced by another goes to ``ctx.state[SUPERSEDED]`` to be billed.
     """
 
     async def call(self, ctx: RequestContext, attempt: Attempt) -> UpstreamCall: ...

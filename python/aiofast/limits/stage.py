@@ -101,7 +101,8 @@ class LimitsStage:
         handle = ctx.state.pop(_HANDLE, None)
         if handle is None:
             return
-        charge = ctx.cost
+        # Every answer the request billed, a cascade's superseded one included.
+        charge = ctx.total_cost
         if charge is not None:
             input_tokens, output_tokens = charge.prompt_tokens, charge.output_tokens
             usd = charge.usd or 0.0

@@ -18,11 +18,13 @@ Facts other stages may leave on the context, by key of ``ctx.state``:
 - ``"limits.over_limit"``: deployments over their own rate limits (list of str).
 
 What this module leaves there: ``"routing.routed"``, the :class:`~aiofast.routing.Routed`
-of the answer (attempts, experiments, cascade); after a cascade its ``superseded`` list
-holds each answer that failed its constraints, with its deployment, to be billed too.
+of the answer (attempts, experiments, cascade); after a cascade, each answer that failed
+its constraints also goes to ``ctx.state[aiofast.stages.SUPERSEDED]``, which the pipeline
+bills to the model that produced it.
 
-Labels of the caller's key become tags (``name=value``); ``user_tier`` among them also
-fills the user-tier fact.
+Labels of the caller's key become tags (``name=value``), followed by the request's own
+tags (``ctx.tags``, from the ``x-aiofast-tags`` header; :mod:`aiofast.routing.tags`);
+``user_tier`` among the key's labels (never a request tag) fills the user-tier fact.
 """
 
 from __future__ import annotations
@@ -44,11 +46,12 @@ from aiofast.refusals import (
     upstream_timeout,
 )
 from aiofast.routing.constraints import OutputCheck
-from aiofast.routing.executor import Attempt, Decision, Executor, Plan, Reply
+from aiofast.routing.executor import Attempt, Decision, Executor, Plan, Reply, Routed
 from aiofast.routing.policy import build_spec
 from aiofast.routing.router import Router
 from aiofast.routing.spec import DeploymentSpec, Timeouts
-from aiofast.stages import TierRouter
+from aiofast.routing.tags import route_tags
+from aiofast.stages import SUPERSEDED, SupersededAnswer, TierRouter
 from aiofast.upstream import UpstreamCall
 
 __all__ = ["PolicyRouter", "ResilientCaller", "downgrade_to", "engine_for", "facts_of"]
@@ -85,7 +88,7 @@ def facts_of(ctx: RequestContext) -> RouteFacts:
         input_tokens=ctx.input_tokens,
         max_output_tokens=cap if isinstance(cap, int) and cap > 0 else None,
         model=ctx.requested_model or None,
-        tags=[f"{name}={value}" for name, value in labels.items()],
+        tags=route_tags(labels, ctx.tags),
         user=identity.user or None,
         key=identity.key or None,
         user_tier=labels.get("user_tier"),
@@ -234,6 +237,8 @@ class ResilientCaller:
             return self._exhausted(ctx, decision, exhausted, calls)
         ctx.state[ROUTED] = routed
         ctx.attempts = len(routed.calls())
+        if routed.superseded:
+            ctx.state[SUPERSEDED] = _superseded(routed)
         ctx.served = Candidate(
             self.policy.deployment(routed.deployment.name), routed.tier, routed.route_header()
         )
@@ -265,6 +270,25 @@ class ResilientCaller:
             # Every candidate was skipped (breakers open, limits): nothing to wait for here.
             raise upstream_failed(str(exhausted), status=503)
         raise upstream_failed(str(exhausted))
+
+
+def _superseded(routed: Routed) -> list[SupersededAnswer]:
+    """The answers a cascade replaced, for the pipeline to bill; each with the time of
+    its own attempt (the last call on its deployment before the cascade)."""
+    escalated = [a for a in routed.attempts if a.next_step == "cascade"]
+    answers = []
+    for index, (deployment, reply) in enumerate(routed.superseded):
+        attempt = escalated[index] if index < len(escalated) else None
+        answers.append(
+            SupersededAnswer(
+                deployment.name,
+                attempt.tier if attempt else "",
+                reply.body,
+                attempt.elapsed if attempt else 0.0,
+                routed.cascade or "",
+            )
+        )
+    return answers
 
 
 def _transport_error(refusal: RequestRefused) -> UpstreamError:
