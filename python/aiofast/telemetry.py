@@ -113,24 +113,17 @@ class Metrics:
 
     def bill(self, event: UsageEvent) -> None:
         """Tokens and cost of an answer billed but not served (a cascade's superseded
-        one): charged to its model, without counting a request."""
+        one): charged to its model, without a request series (rare: labels looked up)."""
         model = event.model or event.requested_model
-        _, _, _, tokens, cost = self._children_of((event.api, model, event.tier, event.status))
-        for counter, count in zip(
-            tokens,
+        for direction, count in zip(
+            ("input", "cached_input", "output", "reasoning"),
             (event.input_tokens, event.cached_tokens, event.output_tokens, event.reasoning_tokens),
             strict=True,
         ):
             if count:
-                counter.inc(count)
+                self.tokens.labels(direction, model, event.tier).inc(count)
         if event.cost_usd:
-            cost.inc(event.cost_usd)
-
-    def _children_of(self, key: tuple[str, str, str, int]) -> _Children:
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = self._labelled(*key)
-        return children
+            self.cost.labels(model, event.tier).inc(event.cost_usd)
 
     def _labelled(self, api: str, model: str, tier: str, status: int) -> _Children:
         """The labelled series of one (api, model, tier, status): looked up once, since
