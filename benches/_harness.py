@@ -151,8 +151,6 @@ class Service:
         argv = list(self.argv)
         if self.core is not None and can_pin():
             argv = ["taskset", "-c", str(self.core), *argv]
-        if NICENESS:
-            argv = ["nice", "-n", str(NICENESS), *argv]
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             argv,
@@ -577,5 +575,6 @@ def prepare() -> str:
     """Pin the load generator and pick its event loop; returns the loop's name."""
     pin_self()
     if NICENESS:
+        # Every process the bench starts inherits it.
         os.nice(NICENESS)
     return install_uvloop()
