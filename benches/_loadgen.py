@@ -291,7 +291,7 @@ class Pool:
             self.opened += 1
             try:
                 return await Connection.open(self.host, self.port, self)
-            except OSError:
+            except BaseException:  # refused, or cancelled by the caller's timeout
                 self.opened -= 1
                 raise
         waiter: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
@@ -325,7 +325,12 @@ async def exchange_once(
     """Send ``raw`` on a pooled connection; errors are recorded, never raised."""
     exchange = Exchange(start=start)
     try:
-        connection = await pool.acquire()
+        # A server too busy to accept (full backlog) must not hold the run past its timeout.
+        connection = await asyncio.wait_for(pool.acquire(), timeout)
+    except asyncio.TimeoutError:
+        exchange.end = clock()
+        exchange.error = "timeout"
+        return exchange
     except OSError as exc:
         exchange.end = clock()
         exchange.error = f"connect: {exc}"
