@@ -440,6 +440,9 @@ impl Guard {
     }
 
     fn scan_patterns(&self, views: &Views<'_>, active: &[bool], out: &mut Vec<Finding>) {
+        if self.clean_members.is_empty() {
+            return;
+        }
         let clean = views.clean.text.as_bytes();
         for member in self.clean_set.matches(clean).iter() {
             let index = self.clean_members[member];

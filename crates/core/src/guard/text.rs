@@ -16,7 +16,7 @@
 use std::borrow::Cow;
 
 use unicode_normalization::char::is_combining_mark;
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 /// One normalised view and its map back to the original text.
 pub struct View<'a> {
@@ -97,6 +97,14 @@ impl Builder {
         }
     }
 
+    /// Appends ASCII text that maps byte for byte onto the original at `origin`.
+    fn push_ascii(&mut self, chunk: &str, origin: usize) {
+        self.text.push_str(chunk);
+        let first = u32::try_from(origin).unwrap_or(u32::MAX);
+        let count = u32::try_from(chunk.len()).unwrap_or(0);
+        self.map.extend(first..first.saturating_add(count));
+    }
+
     fn push(&mut self, c: char, origin: usize) {
         self.text.push(c);
         let origin = u32::try_from(origin).unwrap_or(u32::MAX);
@@ -109,10 +117,28 @@ fn unicode_views(original: &str) -> Views<'_> {
     let mut folded = Builder::with_capacity(original.len());
     let mut hidden: Vec<(usize, usize)> = Vec::new();
     let mut prev: Option<char> = None;
-    let mut chars = original.char_indices().peekable();
+    let bytes = original.as_bytes();
+    let mut at = 0;
 
-    while let Some((at, c)) = chars.next() {
-        let next = chars.peek().map(|&(_, n)| n);
+    while at < bytes.len() {
+        // Runs of ASCII (most of any text) are copied in bulk: they are never hidden
+        // and NFKC leaves them alone.
+        let run = bytes[at..]
+            .iter()
+            .position(|b| !b.is_ascii())
+            .unwrap_or(bytes.len() - at);
+        if run > 0 {
+            let chunk = &original[at..at + run];
+            clean.push_ascii(chunk, at);
+            folded.push_ascii(&chunk.to_ascii_lowercase(), at);
+            prev = chunk.chars().next_back();
+            at += run;
+            continue;
+        }
+        let Some(c) = original[at..].chars().next() else {
+            break;
+        };
+        let next = original[at + c.len_utf8()..].chars().next();
         if is_hidden(c, prev, next) {
             match hidden.last_mut() {
                 Some(last) if last.1 == at => last.1 = at + c.len_utf8(),
@@ -122,18 +148,21 @@ fn unicode_views(original: &str) -> Views<'_> {
                 clean.push(revealed, at);
                 push_folded(&mut folded, revealed, at);
             }
+            at += c.len_utf8();
             continue;
         }
         prev = Some(c);
-        if c.is_ascii() {
+        // Most non-ASCII letters are already NFKC; the full normaliser is slow per char.
+        if is_nfkc_quick(std::iter::once(c)) == IsNormalized::Yes {
             clean.push(c, at);
             push_folded(&mut folded, c, at);
-            continue;
+        } else {
+            for n in std::iter::once(c).nfkc() {
+                clean.push(n, at);
+                push_folded(&mut folded, n, at);
+            }
         }
-        for n in std::iter::once(c).nfkc() {
-            clean.push(n, at);
-            push_folded(&mut folded, n, at);
-        }
+        at += c.len_utf8();
     }
 
     let mut folded_bytes = folded.text.into_bytes();
