@@ -54,6 +54,7 @@ import orjson
 from aiofast.auth import ANONYMOUS, Identity, KeyRing
 from aiofast.cache import CACHE_HEADER, CachedResponse, ResponseCache
 from aiofast.context import Candidate, RequestContext
+from aiofast.guard_stage import FINDINGS, PolicyGuard
 from aiofast.ledger import Ledger, UsageEvent
 from aiofast.limits.stage import limits_stage
 from aiofast.parsing import API_CHAT, API_EMBEDDINGS, API_MESSAGES
@@ -118,6 +119,8 @@ class Pipeline:
             else None
         )
         store_metrics.register(self.metrics.registry)
+        if isinstance(self.stages.input_guard, PolicyGuard):
+            self.metrics.registry.register(self.stages.input_guard.findings)
         if stages is None:
             self.stages = self._shared_stages(self.stages)
         self._started = False
@@ -301,7 +304,13 @@ class Pipeline:
             0.0, (time.perf_counter() - ctx.started) - ctx.upstream_wait - ctx.client_wait
         )
         self.metrics.observe(event, overhead)
-        log_request(event, self.policy.logging.bodies, ctx.body, ctx.response_text)
+        log_request(
+            event,
+            self.policy.logging.bodies,
+            ctx.body,
+            ctx.response_text,
+            guard=ctx.state.get(FINDINGS, ()),
+        )
         return event
 
     async def cached(self, ctx: RequestContext) -> CachedResponse | None:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from aiofast.cache import CacheSettings
 from aiofast.errors import ConfigError
+from aiofast.guard_policy import GuardSettings
 from aiofast.limits.config import LimitConfig, LimiterSettings
 from aiofast.routing.policy import RoutingSettings
 from aiofast.routing.spec import ExperimentSpec, RuleSpec
@@ -213,6 +214,8 @@ class Policy(_Strict):
     # Rate, token, concurrency and spend limits (aiofast.limits).
     limits: tuple[LimitConfig, ...] = ()
     limiter: LimiterSettings = LimiterSettings()
+    # Guardrails on prompts and answers (aiofast.guard_stage); absent means none run.
+    guard: GuardSettings | None = None
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Policy:
@@ -331,6 +334,9 @@ large = ["large"]
 [server]
 default_tier = "small"
 open_routes = ["health", "metrics"]
+
+# The built-in packs: personal data and secrets redacted, injection attempts flagged.
+[guard]
 """
 
 

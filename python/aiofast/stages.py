@@ -1,9 +1,10 @@
 """The pluggable stages of the pipeline and their default implementations.
 
 The protocols here are the seams described in :mod:`aiofast.pipeline`: guard input,
-limit, route, call, guard output and observe. The defaults: no guardrails, no limits,
-and the policy's routing (:mod:`aiofast.routing.stages`) when it has tiers, else the
-requested deployment or model with one attempt (:class:`TierRouter`, :class:`SingleAttempt`).
+limit, route, call, guard output and observe. The defaults: the policy's ``[guard]``
+rules when it has them (:mod:`aiofast.guard_stage`), no limits, and the policy's routing
+(:mod:`aiofast.routing.stages`) when it has tiers, else the requested deployment or model
+with one attempt (:class:`TierRouter`, :class:`SingleAttempt`).
 """
 
 from __future__ import annotations
@@ -222,10 +223,24 @@ class Stages:
 
     @classmethod
     def default(cls, policy: Policy) -> Stages:
+        guard = _guard_stage(policy)
         if not policy.tiers:
-            return cls(router=TierRouter(policy))
+            return cls(router=TierRouter(policy), input_guard=guard)
         # Rules, experiments, breakers, retries and fallbacks (aiofast.routing).
         from aiofast.routing.stages import PolicyRouter, ResilientCaller, engine_for
 
         engine = engine_for(policy)
-        return cls(router=PolicyRouter(policy, engine), caller=ResilientCaller(policy, engine))
+        return cls(
+            router=PolicyRouter(policy, engine),
+            caller=ResilientCaller(policy, engine),
+            input_guard=guard,
+        )
+
+
+def _guard_stage(policy: Policy) -> InputGuard:
+    """The policy's guardrails (aiofast.guard_stage), or none without an enabled [guard]."""
+    if policy.guard is None or not policy.guard.enabled:
+        return NoGuard()
+    from aiofast.guard_stage import PolicyGuard
+
+    return PolicyGuard(policy.guard)

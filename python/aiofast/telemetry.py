@@ -13,6 +13,7 @@ import os
 import queue
 import threading
 import weakref
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 import orjson
@@ -144,8 +145,16 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def log_request(event: UsageEvent, bodies: str, request: Any, response_text: str | None) -> None:
-    """Write the request's JSON log line; bodies only as the policy says."""
+def log_request(
+    event: UsageEvent,
+    bodies: str,
+    request: Any,
+    response_text: str | None,
+    *,
+    guard: Sequence[Mapping[str, str]] = (),
+) -> None:
+    """Write the request's JSON log line; bodies only as the policy says. ``guard``
+    lists guardrail findings as rule id and action, never the matched text."""
     if not request_logger.isEnabledFor(logging.INFO):
         return
     line: dict[str, Any] = {
@@ -170,6 +179,8 @@ def log_request(event: UsageEvent, bodies: str, request: Any, response_text: str
         "ttft_ms": None if event.ttft_ms is None else round(event.ttft_ms, 3),
         "attempts": event.attempts,
     }
+    if guard:
+        line["guard"] = list(guard)
     if bodies != "off":
         line["request"], line["response"] = _bodies(bodies, request, response_text)
     request_logger.info("%s", orjson.dumps(line).decode())
