@@ -20,7 +20,7 @@ SECRET = "sk-proj-" + "Zq7Xc9Vb2Nm4Lk8Jh6Gf3Ds1Ap0Ow5Ie"
 EMAIL = "ada.lovelace@example.org"
 
 
-def _answer(model: str) -> dict[str, Any]:
+def _answer(model: str, content: str = "Noted.") -> dict[str, Any]:
     return {
         "id": "chatcmpl-1",
         "object": "chat.completion",
@@ -29,7 +29,7 @@ def _answer(model: str) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "Noted."},
+                "message": {"role": "assistant", "content": content},
                 "finish_reason": "stop",
             }
         ],
@@ -38,14 +38,17 @@ def _answer(model: str) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def recording_upstream() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-    """An OpenAI-style upstream on loopback that keeps every request body it receives."""
+async def recording_upstream(
+    content: str = "Noted.",
+) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """An OpenAI-style upstream on loopback that keeps every request body it receives
+    and answers every request with ``content``."""
     received: list[dict[str, Any]] = []
 
     async def completions(request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
         received.append(body)
-        return web.json_response(_answer(body["model"]))
+        return web.json_response(_answer(body["model"], content))
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", completions)
@@ -205,3 +208,66 @@ def test_embedded_default_turns_the_default_packs_on() -> None:
 def test_bad_guard_sections_fail_at_load_naming_the_key(guard: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         simulated_policy(extra={"guard": guard})
+
+
+async def test_answer_with_a_blocked_secret_is_withheld() -> None:
+    async with (
+        recording_upstream(f"Use the key {SECRET} for that.") as (base, _),
+        running(recorded_policy(base, BLOCK_SECRETS)) as gateway,
+    ):
+        status, _, body = await gateway.post("/v1/chat/completions", chat("gpt-4o-mini", "hi"))
+    assert status == 502
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "guard_output_blocked"
+    assert "secret.openai" in error["message"]
+    assert "Zq7Xc9" not in body.decode()
+
+
+async def test_answer_is_redacted_before_the_client_sees_it() -> None:
+    async with (
+        recording_upstream(f"Write to {EMAIL} about it.") as (base, _),
+        running(recorded_policy(base, {})) as gateway,
+    ):
+        status, _, body = await gateway.post("/v1/chat/completions", chat("gpt-4o-mini", "hi"))
+    assert status == 200
+    message = orjson.loads(body)["choices"][0]["message"]
+    assert message["content"] == "Write to [EMAIL] about it."
+
+
+SCHEMA_REQUEST = chat(
+    "gpt-4o-mini",
+    "answer in JSON",
+    response_format={
+        "type": "json_schema",
+        "json_schema": {
+            "name": "answer",
+            "schema": {
+                "type": "object",
+                "properties": {"answer": {"type": "integer"}},
+                "required": ["answer"],
+            },
+        },
+    },
+)
+
+
+async def test_answer_matching_the_requested_schema_passes() -> None:
+    async with (
+        recording_upstream('{"answer": 42}') as (base, _),
+        running(recorded_policy(base, {})) as gateway,
+    ):
+        status, _, body = await gateway.post("/v1/chat/completions", SCHEMA_REQUEST)
+    assert status == 200
+    assert orjson.loads(body)["choices"][0]["message"]["content"] == '{"answer": 42}'
+
+
+async def test_answer_breaking_the_requested_schema_is_refused_without_its_values() -> None:
+    async with (
+        recording_upstream('{"answer": "forty-two"}') as (base, _),
+        running(recorded_policy(base, {})) as gateway,
+    ):
+        status, _, body = await gateway.post("/v1/chat/completions", SCHEMA_REQUEST)
+    assert status == 502
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "output_schema_mismatch"
+    assert "forty-two" not in error["message"]

@@ -1,7 +1,8 @@
-"""The guardrails in the request pipeline: the ``guard input`` stage.
+"""The guardrails in the request pipeline: the ``guard input`` and ``guard output`` stages.
 
 :class:`PolicyGuard` runs the ``[guard]`` rule set of the policy over every chat and
-messages request before it is admitted. What each action does here:
+messages request before it is admitted, and over every whole answer before the client
+sees it. What each action does here:
 
 - ``block``: the request is refused with a 400 in the API's error format naming the
   rule id and category; the matched text is never echoed.
@@ -10,25 +11,36 @@ messages request before it is admitted. What each action does here:
 - ``flag``: recorded only, in ``aiofast_guard_findings_total`` and the request log.
 - ``route``: the tier the rule names goes to ``ctx.state["guard.routes"]``, which
   routing rules match with ``guard_route_in``.
+- on an answer, ``block`` refuses it (the client gets the error, not the text) and
+  ``redact`` masks the spans in the text the client receives.
 - shadow rules (any action with ``shadow = true``): recorded with action ``shadow``,
   nothing else happens.
 
 Every finding is counted under ``{rule, action}`` and listed (rule id and action, never
 text) in ``ctx.state["guard.findings"]``, which the request log line carries.
+
+A chat request with ``response_format: {"type": "json_schema", ...}`` also has its whole
+answer checked against that schema; an answer that does not match is refused with a 502
+naming the failing locations (never the values).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
 
+import orjson
 from prometheus_client import Counter
 
 from aiofast.context import RequestContext
-from aiofast.guard import ChatFinding
+from aiofast.guard import Finding, JsonSchema
 from aiofast.guard_policy import GuardSettings
 from aiofast.parsing import API_CHAT, API_MESSAGES
-from aiofast.refusals import bad_request
+from aiofast.refusals import RequestRefused, bad_request
+from aiofast.stages import StreamChecker
 
 __all__ = ["FINDINGS", "ROUTES", "PolicyGuard"]
 
@@ -82,12 +94,64 @@ class PolicyGuard:
             # An empty raw body makes the pipeline serialise the redacted one.
             ctx.raw = b""
 
-    def _record(self, ctx: RequestContext, findings: tuple[ChatFinding, ...]) -> None:
-        if not findings:
-            return
+    def check_output(self, ctx: RequestContext, text: str) -> str | None:
+        if ctx.api not in _GUARDED_APIS:
+            return None
+        findings = self._guard.scan(text, target="output")
+        self._record(ctx, findings)
+        blocked = next((f for f in findings if f.action == "block" and not f.shadow), None)
+        if blocked is not None:
+            ctx.error_type = "output_blocked"
+            raise RequestRefused(
+                502,
+                f"The answer was withheld by guardrail rule {blocked.rule_id!r} "
+                f"(category {blocked.category!r})",
+                type="api_error",
+                code="guard_output_blocked",
+            )
+        replacement = None
+        if any(f.action == "redact" and not f.shadow for f in findings):
+            replacement = self._guard.redact(text, target="output")
+        schema = _requested_schema(ctx.body)
+        if schema is not None:
+            errors = _compiled(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)).errors(text)
+            if errors:
+                ctx.error_type = "output_schema_mismatch"
+                raise RequestRefused(
+                    502,
+                    "The answer does not match the requested response_format json_schema: "
+                    + "; ".join(errors[:3]),
+                    type="api_error",
+                    code="output_schema_mismatch",
+                )
+        return replacement
+
+    def stream_checker(self, ctx: RequestContext) -> StreamChecker | None:
+        # Streams are relayed unchecked: a scanner must hold back the tail of the text
+        # (a match may continue in the next delta), and StreamChecker.finish() has no way
+        # to release that tail to the client, so redaction would drop it.
+        return None
+
+    def _record(self, ctx: RequestContext, findings: Iterable[Finding]) -> None:
         recorded = ctx.state.setdefault(FINDINGS, [])
         for finding in findings:
             action = "shadow" if finding.shadow else finding.action
             self.findings.labels(finding.rule_id, action).inc()
             recorded.append({"rule": finding.rule_id, "action": action})
-        logger.debug("request %s: %d guardrail findings", ctx.request_id, len(findings))
+        logger.debug("request %s: %d guardrail findings so far", ctx.request_id, len(recorded))
+
+
+def _requested_schema(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The schema of ``response_format: {"type": "json_schema", "json_schema": {"schema"}}``."""
+    response_format = body.get("response_format")
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return schema if isinstance(schema, dict) else None
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(schema: bytes) -> JsonSchema:
+    """Compiled schemas by their canonical JSON: clients resend the same few schemas."""
+    return JsonSchema(orjson.loads(schema))

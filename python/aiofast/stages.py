@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from aiofast.context import Candidate, RequestContext
 from aiofast.parsing import API_MESSAGES
 from aiofast.policy import Policy
 from aiofast.refusals import bad_request, model_not_found
 from aiofast.upstream import UpstreamCall
+
+if TYPE_CHECKING:
+    from aiofast.guard_stage import PolicyGuard
 
 __all__ = [
     "SUPERSEDED",
@@ -225,7 +228,7 @@ class Stages:
     def default(cls, policy: Policy) -> Stages:
         guard = _guard_stage(policy)
         if not policy.tiers:
-            return cls(router=TierRouter(policy), input_guard=guard)
+            return cls(router=TierRouter(policy), input_guard=guard, output_guard=guard)
         # Rules, experiments, breakers, retries and fallbacks (aiofast.routing).
         from aiofast.routing.stages import PolicyRouter, ResilientCaller, engine_for
 
@@ -234,10 +237,11 @@ class Stages:
             router=PolicyRouter(policy, engine),
             caller=ResilientCaller(policy, engine),
             input_guard=guard,
+            output_guard=guard,
         )
 
 
-def _guard_stage(policy: Policy) -> InputGuard:
+def _guard_stage(policy: Policy) -> NoGuard | PolicyGuard:
     """The policy's guardrails (aiofast.guard_stage), or none without an enabled [guard]."""
     if policy.guard is None or not policy.guard.enabled:
         return NoGuard()
