@@ -203,6 +203,20 @@ def test_embedded_default_turns_the_default_packs_on() -> None:
         ({"overrides": {"pii.phone": {"actoin": "block"}}}, "guard.overrides.pii.phone.actoin"),
         ({"packs": ["nope"]}, "unknown pack"),
         ({"rules": [{"id": "x", "kind": "regex", "patterns": ["("]}]}, "invalid pattern"),
+        (
+            {
+                "rules": [
+                    {
+                        "id": "r",
+                        "kind": "literal",
+                        "words": ["x"],
+                        "action": "route",
+                        "tier": "huge",
+                    }
+                ]
+            },
+            "routes to unknown tier 'huge'",
+        ),
     ],
 )
 def test_bad_guard_sections_fail_at_load_naming_the_key(guard: dict[str, Any], key: str) -> None:

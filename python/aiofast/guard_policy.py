@@ -80,3 +80,13 @@ class GuardSettings(BaseModel):
 
     def compile(self) -> Guard:
         return Guard(self.spec())
+
+    def route_tiers(self) -> dict[str, str]:
+        """The tier each active ``route`` rule sends requests to, by rule id."""
+        if not self.enabled:
+            return {}
+        return {
+            rule.id: rule.tier
+            for rule in self.compile().rules
+            if rule.action == "route" and rule.tier is not None and not rule.shadow
+        }

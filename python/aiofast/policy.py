@@ -242,6 +242,13 @@ class Policy(_Strict):
                     f"limits.{i}.downgrade_to: unknown tier {limit.downgrade_to!r}; "
                     f"known: {sorted(self.tiers)}"
                 )
+        if self.guard is not None:
+            for rule_id, tier in self.guard.route_tiers().items():
+                if tier not in self.tiers:
+                    raise ValueError(
+                        f"guard: rule {rule_id!r} routes to unknown tier {tier!r}; "
+                        f"known: {sorted(self.tiers)}"
+                    )
         default = self.server.default_tier
         if default is not None and default not in self.tiers:
             raise ValueError(
