@@ -77,10 +77,10 @@ pub struct Scope {
 
 impl Rule {
     pub fn covers(&self, scope: Scope) -> bool {
-        scope.target.map_or(true, |t| self.applies_to.covers(t))
+        scope.target.is_none_or(|t| self.applies_to.covers(t))
             && scope
                 .role
-                .map_or(true, |r| self.roles.is_empty() || self.roles.contains(&r))
+                .is_none_or(|r| self.roles.is_empty() || self.roles.contains(&r))
     }
 }
 
@@ -594,7 +594,7 @@ fn scan_literal(
     for m in automaton.find_iter(folded) {
         let before = m.start().checked_sub(1).map(|i| folded[i]);
         let after = folded.get(m.end()).copied();
-        let bounded = |b: Option<u8>| b.map_or(true, |b| !b.is_ascii_alphanumeric());
+        let bounded = |b: Option<u8>| b.is_none_or(|b| !b.is_ascii_alphanumeric());
         if whole_word && !(bounded(before) && bounded(after)) {
             continue;
         }

@@ -205,7 +205,7 @@ fn push_folded(folded: &mut Builder, c: char, at: usize) {
 pub fn is_hidden(c: char, prev: Option<char>, next: Option<char>) -> bool {
     match c {
         '\u{200C}' | '\u{200D}' => {
-            prev.map_or(true, |p| p.is_ascii()) && next.map_or(true, |n| n.is_ascii())
+            prev.is_none_or(|p| p.is_ascii()) && next.is_none_or(|n| n.is_ascii())
         }
         '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}'
         | '\u{17B5}' | '\u{180E}' | '\u{200B}' | '\u{200E}' | '\u{200F}' | '\u{3164}'

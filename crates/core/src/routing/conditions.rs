@@ -8,7 +8,7 @@ fn contains(haystack: &[String], needle: &str) -> bool {
 }
 
 fn flag_matches(wanted: Option<bool>, actual: bool) -> bool {
-    wanted.map_or(true, |w| w == actual)
+    wanted.is_none_or(|w| w == actual)
 }
 
 impl ConditionSpec {
@@ -25,10 +25,10 @@ impl ConditionSpec {
 
     fn tokens_match(&self, facts: &RequestFacts) -> bool {
         self.input_tokens_over
-            .map_or(true, |n| facts.input_tokens > n)
+            .is_none_or(|n| facts.input_tokens > n)
             && self
                 .input_tokens_at_most
-                .map_or(true, |n| facts.input_tokens <= n)
+                .is_none_or(|n| facts.input_tokens <= n)
     }
 
     fn labels_match(&self, facts: &RequestFacts) -> bool {
