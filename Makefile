@@ -2,10 +2,14 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: develop install install-dev lint test test-rust test-python wheel-test bench bench-smoke ci serve
+.PHONY: system-deps develop install install-dev lint test test-rust test-python \
+	wheel-test bench bench-smoke ci serve
 
 install:                 ## build the extension and install aiofast with its runtime deps
 	$(PIP) install .
+
+system-deps:             ## Debian packages the tests need (redis-server, taskset)
+	./.ci/system-deps
 
 install-dev:             ## editable install with every tool the tests need
 	$(PIP) install -e '.[dev]'
@@ -37,7 +41,7 @@ bench:                   ## every side-by-side benchmark, full length
 bench-smoke:             ## every benchmark for a few seconds, so none of them rots
 	$(PYTHON) benches/run_all.py --smoke
 
-ci: install-dev test bench-smoke
+ci: system-deps install-dev test bench-smoke
 
 serve: install
 	aiofast serve
