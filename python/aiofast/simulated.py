@@ -66,13 +66,26 @@ class SimulatedProvider:
         app.router.add_get("/v1/models", self.models)
         return app
 
-    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+    async def _start(
+        self, request: web.Request
+    ) -> tuple[dict[str, Any], str | None] | web.Response:
+        """The request body and the fault drawn for it, or the error answer to send instead.
+
+        A "cut" fault is returned to the handler: only it knows where to cut its body.
+        """
         body = await _json_body(request)
         if isinstance(body, web.Response):
             return body
         fault = self._pick_fault()
         if fault is not None and fault != "cut":
             return await self._fail(fault)
+        return body, fault
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        started = await self._start(request)
+        if isinstance(started, web.Response):
+            return started
+        body, fault = started
         reply = self._reply(body)
         if body.get("stream"):
             return await self._stream(request, body, reply, cut=fault == "cut")
@@ -83,12 +96,10 @@ class SimulatedProvider:
         return web.Response(body=payload, content_type="application/json")
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_body(request)
-        if isinstance(body, web.Response):
-            return body
-        fault = self._pick_fault()
-        if fault is not None and fault != "cut":
-            return await self._fail(fault)
+        started = await self._start(request)
+        if isinstance(started, web.Response):
+            return started
+        body, _ = started  # embeddings are never cut part-way
         inputs = body.get("input")
         texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
         model = str(body.get("model", "simulated"))
