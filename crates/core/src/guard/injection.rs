@@ -31,31 +31,56 @@ macro_rules! gap {
 
 macro_rules! override_verbs {
     () => {
-        r"\b(?:ignore|ignoring|disregard|disregarding|forget|forgetting|neglect|overlook|bypass|override|overriding|discard|dismiss|abandon|set aside|skip)\b"
+        concat!(
+            r"\b(?:ignore|ignoring|disregard|disregarding|forget|forgetting|",
+            r"neglect|overlook|bypass|override|overriding|discard|dismiss|",
+            r"abandon|set aside|skip)\b",
+        )
     };
 }
 
 macro_rules! instruction_nouns {
     () => {
-        r"(?:instructions?|prompts?|rules|directions|directives?|guidelines?|commands?|context|orders|polic(?:y|ies)|constraints|restrictions|programming|guidance|filters?|safeguards|guardrails|training|conditioning|limitations|boundaries|protocols?)\b"
+        concat!(
+            r"(?:instructions?|prompts?|rules|directions|directives?|guidelines?|",
+            r"commands?|context|orders|polic(?:y|ies)|constraints|restrictions|",
+            r"programming|guidance|filters?|safeguards|guardrails|training|",
+            r"conditioning|limitations|boundaries|protocols?)\b",
+        )
     };
 }
 
 macro_rules! prior {
     () => {
-        r"(?:previous|prior|above|earlier|preceding|initial|original|all|any|every|your|system|developer|existing|old|past|pre-?set|given)"
+        concat!(
+            r"(?:previous|prior|above|earlier|preceding|initial|original|all|",
+            r"any|every|your|system|developer|existing|old|past|pre-?set|given)",
+        )
     };
 }
 
 macro_rules! persona_verbs {
     () => {
-        r"\b(?:you are|you're|youre|u are|act as|acting as|pretend(?: to be| you are| that you are)?|role-?play(?: as)?|role play(?: as)?|simulate|become|behave as|respond as|play the role of|take on the role of|you will be|you will now be|are now|from now on you)\b"
+        concat!(
+            r"\b(?:you are|you're|youre|u are|act as|acting as|pretend(?: to be|",
+            r" you are| that you are)?|role-?play(?: as)?|role play(?: as)?|",
+            r"simulate|become|behave as|respond as|play the role of|take on the role of|",
+            r"you will be|you will now be|are now|from now on you)\b",
+        )
     };
 }
 
 macro_rules! lawless {
     () => {
-        r"(?:unrestricted|unfiltered|uncensored|unlimited|unbound|unshackled|limitless|jailbroken|amoral|immoral|unethical|evil|rogue|lawless|without (?:any |the )?(?:restrictions?|filters?|limits|limitations|rules|ethics|morals|morality|boundaries|censorship|guidelines|constraints)|(?:no|zero|free of|free from) (?:restrictions?|filters?|limits|limitations|rules|ethics|ethical|morals|moral|boundaries|censorship|guidelines|constraints))"
+        concat!(
+            r"(?:unrestricted|unfiltered|uncensored|unlimited|unbound|unshackled|",
+            r"limitless|jailbroken|amoral|immoral|unethical|evil|rogue|lawless|",
+            r"without (?:any |the )?(?:restrictions?|filters?|limits|limitations|",
+            r"rules|ethics|morals|morality|boundaries|censorship|guidelines|",
+            r"constraints)|(?:no|zero|free of|free from) (?:restrictions?|",
+            r"filters?|limits|limitations|rules|ethics|ethical|morals|moral|",
+            r"boundaries|censorship|guidelines|constraints))",
+        )
     };
 }
 
@@ -80,7 +105,10 @@ pub const PHRASES: &[Phrase] = &[
         family: "override_instructions",
         weight: 0.8,
         pattern: concat!(
-            r"\b(?:do not|don't|dont|never|stop|no longer) (?:follow|obey|listen to|adhere to|abide by|comply with)",
+            concat!(
+                r"\b(?:do not|don't|dont|never|stop|no longer) (?:follow|obey|",
+                r"listen to|adhere to|abide by|comply with)",
+            ),
             gap!(2),
             prior!(),
             gap!(1),
@@ -95,7 +123,11 @@ pub const PHRASES: &[Phrase] = &[
     Phrase {
         family: "new_instructions",
         weight: 0.6,
-        pattern: r"\b(?:new|updated|real|actual|true|revised|secret|hidden|override|overriding) (?:instructions?|rules|directives?|task|system prompt|orders|objective)\b ?(?::|are|is)",
+        pattern: concat!(
+            r"\b(?:new|updated|real|actual|true|revised|secret|hidden|override|",
+            r"overriding) (?:instructions?|rules|directives?|task|system prompt|",
+            r"orders|objective)\b ?(?::|are|is)",
+        ),
     },
     Phrase {
         family: "new_instructions",
@@ -114,26 +146,43 @@ pub const PHRASES: &[Phrase] = &[
     Phrase {
         family: "unrestricted_persona",
         weight: 0.8,
-        pattern: r"\bfreed? (?:from|of) (?:the )?(?:typical |usual |normal )?(?:confines|restrictions|rules|limitations|constraints|shackles|chains)\b",
-    },
-    Phrase {
-        family: "unrestricted_persona",
-        weight: 0.8,
         pattern: concat!(
-            r"\b(?:does not|doesn't|doesnt|do not|don't|dont|will not|won't|wont|never|not) (?:have to |need to )?(?:care about|follow|abide by|adhere to|obey|respect|comply with|be bound by)",
-            gap!(2),
-            r"(?:ethic|moral|content polic|safety|rules|restrictions|filters|censorship|guidelines|openai|anthropic|laws)"
+            r"\bfreed? (?:from|of) (?:the )?(?:typical |usual |normal )?(?:confines|",
+            r"restrictions|rules|limitations|constraints|shackles|chains)\b",
         ),
     },
     Phrase {
         family: "unrestricted_persona",
         weight: 0.8,
-        pattern: r"\bno matter how (?:immoral|unethical|illegal|dangerous|offensive|harmful|inappropriate|explicit|wrong)",
+        pattern: concat!(
+            concat!(
+                r"\b(?:does not|doesn't|doesnt|do not|don't|dont|will not|won't|",
+                r"wont|never|not) (?:have to |need to )?(?:care about|follow|abide by|",
+                r"adhere to|obey|respect|comply with|be bound by)",
+            ),
+            gap!(2),
+            concat!(
+                r"(?:ethic|moral|content polic|safety|rules|restrictions|filters|",
+                r"censorship|guidelines|openai|anthropic|laws)",
+            )
+        ),
+    },
+    Phrase {
+        family: "unrestricted_persona",
+        weight: 0.8,
+        pattern: concat!(
+            r"\bno matter how (?:immoral|unethical|illegal|dangerous|offensive|",
+            r"harmful|inappropriate|explicit|wrong)",
+        ),
     },
     Phrase {
         family: "unrestricted_persona",
         weight: 0.7,
-        pattern: r"\b(?:never|don't|dont|do not|will not|won't|cannot|can't|must not) (?:refuse|decline|reject|deny|break character|say (?:that )?(?:you|it) can(?:not|'t)|apologi[sz]e|warn)\b",
+        pattern: concat!(
+            r"\b(?:never|don't|dont|do not|will not|won't|cannot|can't|must not) (?:refuse|",
+            r"decline|reject|deny|break character|say (?:that )?(?:you|it) can(?:not|",
+            r"'t)|apologi[sz]e|warn)\b",
+        ),
     },
     Phrase {
         family: "unrestricted_persona",
@@ -143,17 +192,28 @@ pub const PHRASES: &[Phrase] = &[
     Phrase {
         family: "unrestricted_persona",
         weight: 0.5,
-        pattern: r"\b(?:regardless of|without regard (?:to|for)|ignoring|disregarding) (?:any |the |all )?(?:ethic|moral|legal|safety|consequence|legality|harm)",
+        pattern: concat!(
+            r"\b(?:regardless of|without regard (?:to|for)|ignoring|disregarding) (?:any |",
+            r"the |all )?(?:ethic|moral|legal|safety|consequence|legality|",
+            r"harm)",
+        ),
     },
     Phrase {
         family: "unrestricted_persona",
         weight: 0.4,
-        pattern: r"\bwithout (?:any )?(?:warnings?|disclaimers?|censorship|moralizing|moralising|caveats)\b",
+        pattern: concat!(
+            r"\bwithout (?:any )?(?:warnings?|disclaimers?|censorship|moralizing|",
+            r"moralising|caveats)\b",
+        ),
     },
     Phrase {
         family: "known_jailbreak",
         weight: 0.9,
-        pattern: r"\b(?:do anything now|dan mode|god mode|evil confidant|unhinged mode|opposite mode|developer mode (?:enabled|output|response)|(?:aim|stan|dude|dan) stands for|anti-?dan|jailbroken|jailbreak mode)\b",
+        pattern: concat!(
+            r"\b(?:do anything now|dan mode|god mode|evil confidant|unhinged mode|",
+            r"opposite mode|developer mode (?:enabled|output|response)|(?:aim|",
+            r"stan|dude|dan) stands for|anti-?dan|jailbroken|jailbreak mode)\b",
+        ),
     },
     Phrase {
         family: "known_jailbreak",
@@ -164,7 +224,10 @@ pub const PHRASES: &[Phrase] = &[
         family: "known_jailbreak",
         weight: 0.5,
         pattern: concat!(
-            r"\b(?:two|2|both|dual) (?:different |separate )?(?:responses|answers|paragraphs|replies|outputs|ways)",
+            concat!(
+                r"\b(?:two|2|both|dual) (?:different |separate )?(?:responses|",
+                r"answers|paragraphs|replies|outputs|ways)",
+            ),
             gap!(6),
             r"(?:normal|classic|standard|filtered|censored|jailbroken|unfiltered)\b"
         ),
@@ -173,9 +236,19 @@ pub const PHRASES: &[Phrase] = &[
         family: "system_prompt_extraction",
         weight: 0.85,
         pattern: concat!(
-            r"\b(?:reveal|show|print|repeat|output|display|tell me|give me|share|disclose|leak|write out|spell out|echo|dump|recite|what (?:is|are|were|was))\b",
+            concat!(
+                r"\b(?:reveal|show|print|repeat|output|display|tell me|give me|",
+                r"share|disclose|leak|write out|spell out|echo|dump|recite|what (?:is|",
+                r"are|were|was))\b",
+            ),
             gap!(4),
-            r"(?:system prompt|system message|initial prompt|hidden prompt|original prompt|pre-?prompt|everything above|(?:your|the|these|those|above|previous|prior|initial|original|hidden|secret) (?:instructions|directives|configuration)|(?:the|your) (?:password|access code|passcode|secret (?:key|word|code|phrase)|passphrase))\b"
+            concat!(
+                r"(?:system prompt|system message|initial prompt|hidden prompt|",
+                r"original prompt|pre-?prompt|everything above|(?:your|the|these|",
+                r"those|above|previous|prior|initial|original|hidden|secret) (?:instructions|",
+                r"directives|configuration)|(?:the|your) (?:password|access code|",
+                r"passcode|secret (?:key|word|code|phrase)|passphrase))\b",
+            )
         ),
     },
     Phrase {
@@ -190,7 +263,11 @@ pub const PHRASES: &[Phrase] = &[
     Phrase {
         family: "role_delimiters",
         weight: 0.8,
-        pattern: r"<\|(?:im_start|im_end|system|assistant|user|endoftext|begin_of_text|start_header_id)\|>|\[/?inst\]|<</?sys>>|\[/?system\]|###\s*(?:system|new instructions?|instructions?)\s*:",
+        pattern: concat!(
+            r"<\|(?:im_start|im_end|system|assistant|user|endoftext|begin_of_text|",
+            r"start_header_id)\|>|\[/?inst\]|<</?sys>>|\[/?system\]|###\s*(?:system|",
+            r"new instructions?|instructions?)\s*:",
+        ),
     },
     Phrase {
         family: "role_delimiters",
@@ -200,17 +277,29 @@ pub const PHRASES: &[Phrase] = &[
     Phrase {
         family: "fake_boundary",
         weight: 0.6,
-        pattern: r"\b(?:end|begin|beginning|start) of (?:the )?(?:user |system |untrusted )?(?:input|prompt|instructions|ambiguity|system prompt|user message|conversation|context)\b",
+        pattern: concat!(
+            r"\b(?:end|begin|beginning|start) of (?:the )?(?:user |system |",
+            r"untrusted )?(?:input|prompt|instructions|ambiguity|system prompt|",
+            r"user message|conversation|context)\b",
+        ),
     },
     Phrase {
         family: "fake_boundary",
         weight: 0.6,
-        pattern: r"(?:%%%|={3,}|\*{3,}|-{3,}|#{3,}|\[\[|<<)[^a-z0-9\n]{0,3}(?:end|begin|start|new|updated|system|admin|override)\b",
+        pattern: concat!(
+            r"(?:%%%|={3,}|\*{3,}|-{3,}|#{3,}|\[\[|<<)[^a-z0-9\n]{0,3}(?:end|",
+            r"begin|start|new|updated|system|admin|override)\b",
+        ),
     },
     Phrase {
         family: "output_forcing",
         weight: 0.45,
-        pattern: r"\b(?:say|print|output|respond with|reply with|answer with|begin (?:your )?(?:reply|response|answer) with|start (?:your )?(?:reply|response|answer) with|(?:only|just) (?:say|respond|reply|output))\b[^a-z0-9]{1,4}(?:only |exactly |just |the (?:words?|phrase) )?[\x22'\x60]",
+        pattern: concat!(
+            r"\b(?:say|print|output|respond with|reply with|answer with|begin (?:your )?(?:reply|",
+            r"response|answer) with|start (?:your )?(?:reply|response|answer) with|",
+            r"(?:only|just) (?:say|respond|reply|output))\b[^a-z0-9]{1,4}(?:only |",
+            r"exactly |just |the (?:words?|phrase) )?[\x22'\x60]",
+        ),
     },
     Phrase {
         family: "fake_authority",
@@ -218,18 +307,28 @@ pub const PHRASES: &[Phrase] = &[
         pattern: concat!(
             r"\b(?:i am|i'm|im|this is|speaking as)",
             gap!(1),
-            r"(?:your|the) (?:developer|creator|administrator|admin|owner|programmer|system administrator|operator)\b"
+            concat!(
+                r"(?:your|the) (?:developer|creator|administrator|admin|owner|",
+                r"programmer|system administrator|operator)\b",
+            )
         ),
     },
     Phrase {
         family: "fake_authority",
         weight: 0.5,
-        pattern: r"\b(?:admin|developer|sudo|root|debug|maintenance|god|override) (?:mode|access|override|command|privileges)\b",
+        pattern: concat!(
+            r"\b(?:admin|developer|sudo|root|debug|maintenance|god|override) (?:mode|",
+            r"access|override|command|privileges)\b",
+        ),
     },
     Phrase {
         family: "encoded_payload",
         weight: 0.5,
-        pattern: r"\b(?:decode|decipher|translate|convert|interpret) (?:this|the following|these)(?: text| message| string)? (?:from |in )?(?:base64|base 64|rot13|rot-13|hex|binary|morse|leetspeak|reverse)\b",
+        pattern: concat!(
+            r"\b(?:decode|decipher|translate|convert|interpret) (?:this|the following|",
+            r"these)(?: text| message| string)? (?:from |in )?(?:base64|base 64|",
+            r"rot13|rot-13|hex|binary|morse|leetspeak|reverse)\b",
+        ),
     },
 ];
 
