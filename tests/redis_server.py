@@ -10,6 +10,7 @@ one that hangs clients without a timeout.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -34,11 +35,26 @@ def find_redis_server() -> str:
     return path
 
 
-def _free_port() -> int:
+# Cluster mode also listens on port + 10000, so the port must stay at or below 55535;
+# the kernel's ephemeral range goes higher, hence a search of our own.
+_PORTS = range(20000, 55536)
+
+
+def _is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port() -> int:
+    for _ in range(100):
+        port = random.choice(_PORTS)
+        if _is_free(port) and _is_free(port + 10000):
+            return port
+    raise RuntimeError("no free loopback port between 20000 and 55535")
 
 
 class RedisServer:
@@ -89,7 +105,8 @@ class RedisServer:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         if self.password:
             args += ["--requirepass", self.password]
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Redis writes to its log file; a pipe nobody reads could fill up and stall it.
+        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_until_ready()
         if self._cluster:
             # A one-node cluster owning every slot: enough for Redis to refuse any
@@ -139,8 +156,6 @@ class RedisServer:
             self.resume()
         self._process.kill()
         self._process.wait()
-        if self._process.stderr is not None:
-            self._process.stderr.close()
         self._process = None
 
     def restart_empty(self) -> None:
@@ -159,8 +174,6 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
-        if self._process.stderr is not None:
-            self._process.stderr.close()
         self._process = None
 
     def _signal(self, signum: int) -> None:

@@ -91,6 +91,7 @@ class SharedRouting:
         self._pending: dict[str, _Pending] = defaultdict(_Pending)
         self._assignments: dict[tuple[str, str], int] = defaultdict(int)
         self._wake = asyncio.Event()
+        self._closing = False
         self._task: asyncio.Task[None] | None = None
         store.register(SYNC)
 
@@ -101,9 +102,11 @@ class SharedRouting:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # A flag rather than cancel(): before 3.12, wait_for() can swallow a
+            # cancellation that lands as its timeout fires, and the loop would run on.
+            self._closing = True
+            self._wake.set()
+            await self._task
             self._task = None
         with contextlib.suppress(StoreUnavailableError):
             await self.sync()
@@ -211,10 +214,12 @@ class SharedRouting:
             mine.given_back += p.given_back
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.sync_interval)
             self._wake.clear()
+            if self._closing:
+                return
             with contextlib.suppress(StoreUnavailableError):
                 await self.sync()
 
