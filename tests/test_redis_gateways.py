@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, contextmanager
@@ -20,6 +16,7 @@ import pytest
 from aiofast.auth import digest
 from aiofast.prices import PriceTable
 from redis_server import RedisServer
+from served_gateway import served_gateway
 
 POLICY = """
 version = "two-gateways"
@@ -78,37 +75,9 @@ SLACK_S = 0.5
 @contextmanager
 def gateway(workdir: Path, policy: str, url: str) -> Iterator[str]:
     workdir.mkdir()
-    config = workdir / "policy.toml"
-    config.write_text(policy)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aiofast.cli",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            "0",
-            "--log-level",
-            "error",
-        ],
-        cwd=workdir,
-        env={**os.environ, "AIOFAST_REDIS_URL": url},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        banner = process.stdout.readline()
-        assert banner.startswith("aiofast gateway on "), banner
-        yield banner.split()[-1]
+    with served_gateway(workdir, policy, env={"AIOFAST_REDIS_URL": url}) as (base, process):
+        yield base
         assert process.poll() is None, "a gateway crashed"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=15)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 # One team per test, each with its own limit, so one pair of gateways serves them all.

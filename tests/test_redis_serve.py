@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -16,52 +11,7 @@ import orjson
 
 from aiofast.policy import DEFAULT_POLICY_TOML
 from redis_server import RedisServer
-
-
-@contextmanager
-def serve(
-    workdir: Path, policy: str, workers: int, env: dict[str, str]
-) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    config = workdir / "policy.toml"
-    config.write_text(policy)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aiofast.cli",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            "0",
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-        ],
-        cwd=workdir,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert process.stdout is not None
-        banner = process.stdout.readline()
-        assert banner.startswith("aiofast gateway on "), banner
-        yield banner.split()[-1], process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+from served_gateway import served_gateway
 
 
 async def answers(url: str, count: int) -> list[int]:
@@ -95,7 +45,9 @@ async def health(url: str) -> dict[str, object]:
 async def test_two_workers_without_redis_serve_and_warn_how_to_share_limits(
     tmp_path: Path,
 ) -> None:
-    with serve(tmp_path, DEFAULT_POLICY_TOML, 2, {}) as (url, process):
+    with served_gateway(
+        tmp_path, DEFAULT_POLICY_TOML, workers=2, log_level="warning", capture_log=True
+    ) as (url, process):
         assert await answers(url, 6) == [200] * 6
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 15) == 0
@@ -110,7 +62,9 @@ async def test_two_workers_with_redis_share_it_and_report_it_in_health(
 ) -> None:
     policy = DEFAULT_POLICY_TOML + "\n[redis]\ninstances = 2\n"
     env = {"AIOFAST_REDIS_URL": redis_server.url}
-    with serve(tmp_path, policy, 2, env) as (url, process):
+    with served_gateway(
+        tmp_path, policy, env=env, workers=2, log_level="warning", capture_log=True
+    ) as (url, process):
         assert await answers(url, 6) == [200] * 6
         assert (await health(url))["redis"] == {"status": "ok"}
         process.send_signal(signal.SIGTERM)
