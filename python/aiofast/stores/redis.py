@@ -65,10 +65,11 @@ class LuaScript:
         object.__setattr__(self, "sha", sha1(self.source.encode()).hexdigest())
 
     @classmethod
-    def bundled(cls, name: str) -> LuaScript:
-        source = (
-            resources.files("aiofast.stores").joinpath("lua").joinpath(f"{name}.lua").read_text()
-        )
+    def bundled(cls, name: str, *, after: str | None = None) -> LuaScript:
+        """The script ``name``.lua, with the shared start ``after``.lua in front of it."""
+        folder = resources.files("aiofast.stores").joinpath("lua")
+        parts = [after, name] if after else [name]
+        source = "\n".join(folder.joinpath(f"{part}.lua").read_text() for part in parts)
         return cls(name, source)
 
 

@@ -43,8 +43,8 @@ from aiofast.stores.redis import LuaScript, RedisStore
 
 __all__ = ["RETENTION_MS", "RedisLimiter"]
 
-ADMIT = LuaScript.bundled("admit")
-SETTLE = LuaScript.bundled("settle")
+ADMIT = LuaScript.bundled("admit", after="reservation_prelude")
+SETTLE = LuaScript.bundled("settle", after="reservation_prelude")
 
 # How long a finished period's spend stays readable (reports, /aiofast/usage).
 RETENTION_MS = {"day": 2 * 86_400_000, "month": 35 * 86_400_000}

@@ -29,36 +29,10 @@
 -- code (0 fits, 1 wait, 2 too large ever to fit, 3 spent for this month) and, for rate
 -- meters, the charge mark the settle needs (see commit).
 
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+-- Loaded after reservation_prelude.lua: now, id, count, arg(), num(), key(), int().
 
 local FITS, WAIT, TOO_LARGE, EXHAUSTED = 0, 1, 2, 3
 local ROLLING_SLOTS = 16
-
-local id = ARGV[1]
-local count = tonumber(ARGV[2])
-local argi = 3
-local keyi = 1
-
-local function arg()
-  local value = ARGV[argi]
-  argi = argi + 1
-  return value
-end
-
-local function num()
-  return tonumber(arg())
-end
-
-local function key()
-  local value = KEYS[keyi]
-  keyi = keyi + 1
-  return value
-end
-
-local function int(value)
-  return string.format('%d', value)
-end
 
 -- The spend key of the calendar period Redis's clock is in, and when that period ends.
 local function calendar_period(check)

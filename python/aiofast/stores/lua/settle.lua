@@ -20,30 +20,9 @@
 --
 -- Reply: the number of holds this call released (0: already settled or expired).
 
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+-- Loaded after reservation_prelude.lua: now, id, count, arg(), num(), key(), int().
 
-local id = ARGV[1]
-local count = tonumber(ARGV[2])
-local argi = 3
-local keyi = 1
 local released = 0
-
-local function num()
-  local value = tonumber(ARGV[argi])
-  argi = argi + 1
-  return value
-end
-
-local function key()
-  local value = KEYS[keyi]
-  keyi = keyi + 1
-  return value
-end
-
-local function int(value)
-  return string.format('%d', value)
-end
 
 -- Gives the hold back; true if it was still there (not expired, not settled).
 local function release_hold(state, holds, reserved)
