@@ -1,5 +1,6 @@
-"""Request tags: ``x-aiofast-tags`` parsed at the gateway and matched by routing rules
-alongside the key's labels, end to end against the simulated provider."""
+"""Request tags: ``x-aiofast-tags`` parsed at the gateway (or ``tags=`` of the Client) and
+matched by routing rules alongside the key's labels, end to end against the simulated
+provider."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 
+import aiofast
 from aiofast.auth import digest
 from aiofast.refusals import RequestRefused
 from aiofast.routing.tags import MAX_TAG_LENGTH, MAX_TAGS, parse_tags, route_tags
@@ -100,3 +103,27 @@ def test_route_tags_put_key_labels_first_and_drop_request_tags_that_shadow_them(
     labels = {"env": "dev", "user_tier": "free"}
     tags = ["env=prod", "batch", "user_tier", "region=eu"]
     assert route_tags(labels, tags) == ["env=dev", "user_tier=free", "batch", "region=eu"]
+
+
+async def test_client_calls_take_tags_from_the_argument_or_the_app_request() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        client = request.app[aiofast.CLIENT]
+        inherited = await client.chat([{"role": "user", "content": "hi"}])
+        overridden = await client.chat([{"role": "user", "content": "hi"}], tags=[])
+        return web.json_response({"inherited": inherited.tier, "overridden": overridden.tier})
+
+    app = web.Application()
+    app.router.add_get("/ask", handler)
+    aiofast.setup(app, _policy(), routes=["/ask"])
+    async with running(app) as server:
+        status, _, body = await server.get("/ask", _headers(PLAIN, "batch"))
+        assert (status, orjson.loads(body)) == (200, {"inherited": "large", "overridden": "small"})
+        assert (await server.get("/ask", _headers(PLAIN, "bad tag")))[0] == 400
+
+    async with aiofast.Client(_policy()) as client:
+        tagged = await client.chat([{"role": "user", "content": "hi"}], tags=["batch"])
+        assert tagged.tier == "large"
+        with pytest.raises(RequestRefused) as refused:
+            await client.chat([{"role": "user", "content": "hi"}], tags=["bad tag"])
+    assert refused.value.status == 400
+    assert "tags argument" in refused.value.message

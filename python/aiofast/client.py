@@ -6,7 +6,8 @@
 
 Every call is counted, guarded, limited, routed, priced and written to the ledger like
 a gateway request. Inside a handler under :func:`aiofast.middleware`, calls are
-attributed to the caller the middleware identified, and tied to the app request.
+attributed to the caller the middleware identified, carry the app request's
+``x-aiofast-tags`` (unless ``tags=`` says otherwise), and are tied to the app request.
 A refusal (limit, guard, unknown model, upstream failure) raises
 :class:`~aiofast.refusals.RequestRefused`, whose ``status`` and ``message`` say why.
 """
@@ -28,6 +29,7 @@ from aiofast.parsing import API_CHAT, API_EMBEDDINGS
 from aiofast.pipeline import Pipeline
 from aiofast.policy import Policy
 from aiofast.refusals import RequestRefused, bad_request
+from aiofast.routing.tags import check_tags
 from aiofast.sse import SSEParser
 
 __all__ = ["ChatResult", "Client", "current_request"]
@@ -90,11 +92,12 @@ class Client:
         *,
         model: str | None = None,
         identity: Identity | None = None,
+        tags: Sequence[str] | None = None,
         **params: Any,
     ) -> ChatResult:
         """One chat completion; ``params`` go to the provider (``max_tokens``, ``tools``...)."""
         body = self._body(messages, model, params, stream=False)
-        ctx = self._context(API_CHAT, body, identity)
+        ctx = self._context(API_CHAT, body, identity, tags)
         pipeline = self.pipeline
         try:
             await pipeline.admit(ctx)
@@ -113,6 +116,7 @@ class Client:
         *,
         model: str | None = None,
         identity: Identity | None = None,
+        tags: Sequence[str] | None = None,
         **params: Any,
     ) -> AsyncIterator[dict[str, Any]]:
         """Stream chunks (``chat.completion.chunk`` dicts) as they arrive.
@@ -121,7 +125,7 @@ class Client:
         A stream that breaks raises a 502 :class:`~aiofast.refusals.RequestRefused`.
         """
         body = self._body(messages, model, params, stream=True)
-        ctx = self._context(API_CHAT, body, identity)
+        ctx = self._context(API_CHAT, body, identity, tags)
         pipeline = self.pipeline
         chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
         task: asyncio.Task[None] | None = None
@@ -153,10 +157,11 @@ class Client:
         *,
         model: str | None = None,
         identity: Identity | None = None,
+        tags: Sequence[str] | None = None,
         **params: Any,
     ) -> dict[str, Any]:
         body = {"model": model or self._default_model(), "input": texts, **params}
-        ctx = self._context(API_EMBEDDINGS, body, identity)
+        ctx = self._context(API_EMBEDDINGS, body, identity, tags)
         pipeline = self.pipeline
         try:
             await pipeline.admit(ctx)
@@ -193,11 +198,23 @@ class Client:
             body["stream"] = True
         return body
 
-    def _context(self, api: str, body: dict[str, Any], identity: Identity | None) -> RequestContext:
+    def _context(
+        self,
+        api: str,
+        body: dict[str, Any],
+        identity: Identity | None,
+        tags: Sequence[str] | None,
+    ) -> RequestContext:
+        """A call's context; what it leaves out (caller, tags) comes from the app request
+        the middleware is handling, if any."""
         parent = current_request.get()
         if identity is None:
             identity = parent.identity if parent is not None else ANONYMOUS
         ctx = self.pipeline.context(api, body, identity=identity)
+        if tags is not None:
+            ctx.tags = check_tags(tags, source="tags argument")
+        elif parent is not None:
+            ctx.tags = list(parent.tags)
         if parent is not None:
             ctx.parent_id = parent.request_id
         return ctx

@@ -34,6 +34,7 @@ from aiofast.parsing import API_CHAT
 from aiofast.pipeline import Pipeline
 from aiofast.policy import Policy
 from aiofast.refusals import RequestRefused
+from aiofast.routing.tags import TAGS_HEADER, parse_tags
 
 __all__ = ["CLIENT", "REQUEST_CONTEXT", "middleware", "setup"]
 
@@ -103,6 +104,7 @@ async def _admitted(
     token = current_request.set(ctx)
     try:
         ctx.identity = authenticate(pipeline.keys, request)
+        ctx.tags = parse_tags(request.headers.get(TAGS_HEADER))
         await pipeline.admit_caller(ctx)
         request[REQUEST_CONTEXT] = ctx
         response = await handler(request)

@@ -10,11 +10,18 @@ whose name is one of the key's labels is dropped, the key's value stands.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from aiofast.refusals import RequestRefused, bad_request
 
-__all__ = ["MAX_TAGS", "MAX_TAG_LENGTH", "TAGS_HEADER", "parse_tags", "route_tags"]
+__all__ = [
+    "MAX_TAGS",
+    "MAX_TAG_LENGTH",
+    "TAGS_HEADER",
+    "check_tags",
+    "parse_tags",
+    "route_tags",
+]
 
 TAGS_HEADER = "x-aiofast-tags"
 MAX_TAGS = 16
@@ -28,21 +35,28 @@ def parse_tags(header: str | None) -> list[str]:
     header when one is malformed or there are too many."""
     if header is None or not header.strip():
         return []
-    parts = [part.strip() for part in header.split(",")]
-    if len(parts) > MAX_TAGS:
-        raise _invalid(f"at most {MAX_TAGS} tags are allowed, got {len(parts)}")
-    tags: list[str] = []
-    for part in parts:
-        if len(part) > MAX_TAG_LENGTH:
-            raise _invalid(f"tag {part[:20]!r}... is longer than {MAX_TAG_LENGTH} characters")
-        if _TAG.fullmatch(part) is None:
+    return check_tags([part.strip() for part in header.split(",")])
+
+
+def check_tags(tags: Sequence[str], source: str = f"{TAGS_HEADER} header") -> list[str]:
+    """``tags`` in order and without duplicates, after the checks the header gets; a 400
+    naming ``source`` when one is malformed or there are too many."""
+    if len(tags) > MAX_TAGS:
+        raise _invalid(source, f"at most {MAX_TAGS} tags are allowed, got {len(tags)}")
+    checked: list[str] = []
+    for tag in tags:
+        if len(tag) > MAX_TAG_LENGTH:
+            problem = f"tag {tag[:20]!r}... is longer than {MAX_TAG_LENGTH} characters"
+            raise _invalid(source, problem)
+        if _TAG.fullmatch(tag) is None:
             raise _invalid(
-                f"{part!r} is not a tag; write `name` or `name=value` (letters, digits and "
-                "_.:- in names, no spaces), separated by commas"
+                source,
+                f"{tag!r} is not a tag; write `name` or `name=value` (letters, digits and "
+                "_.:- in names, no spaces), separated by commas",
             )
-        if part not in tags:
-            tags.append(part)
-    return tags
+        if tag not in checked:
+            checked.append(tag)
+    return checked
 
 
 def route_tags(labels: Mapping[str, str], tags: list[str]) -> list[str]:
@@ -53,5 +67,5 @@ def route_tags(labels: Mapping[str, str], tags: list[str]) -> list[str]:
     return facts
 
 
-def _invalid(problem: str) -> RequestRefused:
-    return bad_request(f"Invalid {TAGS_HEADER} header: {problem}", param=TAGS_HEADER)
+def _invalid(source: str, problem: str) -> RequestRefused:
+    return bad_request(f"Invalid {source}: {problem}", param=source.split()[0])
