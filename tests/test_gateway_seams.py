@@ -51,8 +51,8 @@ class _ShoutStream:
     def feed(self, delta: str) -> str:
         return delta.replace("the", "THE")
 
-    def finish(self) -> None:
-        return None
+    def finish(self) -> str:
+        return ""
 
 
 class FallBackOnError:

@@ -12,7 +12,10 @@ sees it. What each action does here:
 - ``route``: the tier the rule names goes to ``ctx.state["guard.routes"]``, which
   routing rules match with ``guard_route_in``.
 - on an answer, ``block`` refuses it (the client gets the error, not the text) and
-  ``redact`` masks the spans in the text the client receives.
+  ``redact`` masks the spans in the text the client receives. A streamed answer is
+  scanned delta by delta: ``block`` ends the stream with an error event before the
+  matched text leaves, and ``redact`` holds back only the tail a match may still
+  continue into, released (masked) when the text ends.
 - shadow rules (any action with ``shadow = true``): recorded with action ``shadow``,
   nothing else happens.
 
@@ -99,16 +102,7 @@ class PolicyGuard:
             return None
         findings = self._guard.scan(text, target="output")
         self._record(ctx, findings)
-        blocked = next((f for f in findings if f.action == "block" and not f.shadow), None)
-        if blocked is not None:
-            ctx.error_type = "output_blocked"
-            raise RequestRefused(
-                502,
-                f"The answer was withheld by guardrail rule {blocked.rule_id!r} "
-                f"(category {blocked.category!r})",
-                type="api_error",
-                code="guard_output_blocked",
-            )
+        _refuse_blocked_output(ctx, findings)
         replacement = None
         if any(f.action == "redact" and not f.shadow for f in findings):
             replacement = self._guard.redact(text, target="output")
@@ -127,10 +121,9 @@ class PolicyGuard:
         return replacement
 
     def stream_checker(self, ctx: RequestContext) -> StreamChecker | None:
-        # Streams are relayed unchecked: a scanner must hold back the tail of the text
-        # (a match may continue in the next delta), and StreamChecker.finish() has no way
-        # to release that tail to the client, so redaction would drop it.
-        return None
+        if ctx.api not in _GUARDED_APIS:
+            return None
+        return _GuardedStream(self, ctx)
 
     def _record(self, ctx: RequestContext, findings: Iterable[Finding]) -> None:
         recorded = ctx.state.setdefault(FINDINGS, [])
@@ -139,6 +132,49 @@ class PolicyGuard:
             self.findings.labels(finding.rule_id, action).inc()
             recorded.append({"rule": finding.rule_id, "action": action})
         logger.debug("request %s: %d guardrail findings so far", ctx.request_id, len(recorded))
+
+
+class _GuardedStream:
+    """The output rules over one streamed answer, delta by delta.
+
+    The engine's scanner holds back the tail of the text that a match may still
+    continue into (at most ``GuardStream.holdback`` characters) and releases the rest
+    with redactions applied; ``finish`` releases the held tail at the end of the text.
+    A ``block`` finding ends the stream before any of the text it was found in leaves.
+    """
+
+    def __init__(self, owner: PolicyGuard, ctx: RequestContext) -> None:
+        self._owner = owner
+        self._ctx = ctx
+        self._scanner = owner._guard.stream(target="output")
+
+    def feed(self, delta: str) -> str:
+        return self._released(*self._scanner.feed(delta))
+
+    def finish(self) -> str:
+        released = self._released(*self._scanner.finish())
+        # A later text block (Anthropic streams may have several) starts a fresh scan.
+        self._scanner = self._owner._guard.stream(target="output")
+        return released
+
+    def _released(self, text: str, findings: list[Finding]) -> str:
+        if findings:
+            self._owner._record(self._ctx, findings)
+            _refuse_blocked_output(self._ctx, findings)
+        return text
+
+
+def _refuse_blocked_output(ctx: RequestContext, findings: Iterable[Finding]) -> None:
+    blocked = next((f for f in findings if f.action == "block" and not f.shadow), None)
+    if blocked is not None:
+        ctx.error_type = "output_blocked"
+        raise RequestRefused(
+            502,
+            f"The answer was withheld by guardrail rule {blocked.rule_id!r} "
+            f"(category {blocked.category!r})",
+            type="api_error",
+            code="guard_output_blocked",
+        )
 
 
 def _requested_schema(body: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -44,6 +44,9 @@ class StreamRelay:
         self.checker = checker
         self.strip_usage = ctx.api == API_CHAT and not ctx.wants_usage
         self.upstream_error_sent = False
+        # Whether the checker was fed text it has not been told the end of yet.
+        self.text_open = False
+        self.last_text_event: tuple[dict[str, Any], str] | None = None
 
     async def run(self, call: UpstreamCall, write: Sink) -> RequestRefused | None:
         """Relay until the upstream ends; the failure that ended it, if any."""
@@ -79,12 +82,6 @@ class StreamRelay:
             out = self._events([tail])
             if out:
                 await write(out)
-        if self.checker is not None and self.reader.done:
-            try:
-                self.checker.finish()
-            except RequestRefused as refusal:
-                ctx.error_type = "output_blocked"
-                return refusal
         return None
 
     def _events(self, events: list[SSEEvent]) -> bytes:
@@ -97,19 +94,56 @@ class StreamRelay:
                 self.ctx.error_type = "upstream_stream_error"
                 parts.append(event.raw)
                 break
+            if self.checker is not None:
+                checked = self._checked(self.checker, event, info, parts)
+                if checked is not None:
+                    parts.append(checked)
+                    continue
             if info.usage_only:
                 part = self._usage_event(info)
                 if part:
                     parts.append(part)
                 continue
-            if info.delta is not None and self.checker is not None:
-                replacement = self.checker.feed(info.delta)
-                if replacement != info.delta and info.data is not None:
-                    data = _replace_delta(self.ctx.api, info.data, replacement)
-                    parts.append(format_event(orjson.dumps(data), event.event or None))
-                    continue
             parts.append(event.raw)
         return b"".join(parts)
+
+    def _checked(
+        self, checker: StreamChecker, event: SSEEvent, info: EventInfo, parts: list[bytes]
+    ) -> bytes | None:
+        """Run the stream checker over one event: the event rewritten, or None to go on
+        with it as it is. When the event ends the text, the text the checker held back
+        goes out first, in the event itself or in a text event of its own before it."""
+        api = self.ctx.api
+        ends = self.text_open and _ends_text(api, event, info)
+        if info.delta is None and not ends:
+            return None
+        replacement = checker.feed(info.delta) if info.delta is not None else ""
+        self.text_open = True
+        if info.delta is not None and info.data is not None:
+            self.last_text_event = (info.data, event.event)
+        if ends:
+            self.text_open = False
+            held = checker.finish()
+            if info.delta is None:
+                if held:
+                    parts.append(self._text_event(held))
+                return None
+            replacement += held
+        if replacement == info.delta or info.data is None:
+            return None
+        data = _replace_delta(api, info.data, replacement)
+        return format_event(orjson.dumps(data), event.event or None)
+
+    def _text_event(self, text: str) -> bytes:
+        """A text event like the last one the provider sent, carrying ``text``."""
+        if self.last_text_event is None:
+            return b""
+        data, name = self.last_text_event
+        copy = orjson.loads(orjson.dumps(data))
+        if self.ctx.api != API_MESSAGES:
+            for choice in copy.get("choices") or ():
+                choice["logprobs"] = None
+        return format_event(orjson.dumps(_replace_delta(self.ctx.api, copy, text)), name or None)
 
     def _usage_event(self, info: EventInfo) -> bytes:
         ctx, reader = self.ctx, self.reader
@@ -134,6 +168,18 @@ def stream_facts(ctx: RequestContext) -> dict[str, Any]:
         "output_tokens": charge.output_tokens if charge else None,
         "cost_usd": None if charge is None or charge.usd is None else round(charge.usd, 10),
     }
+
+
+def _ends_text(api: str, event: SSEEvent, info: EventInfo) -> bool:
+    """Whether an event closes the answer's text: OpenAI's finish reason, usage-only
+    chunk or ``[DONE]``; the end of an Anthropic content block or message."""
+    if api == API_MESSAGES:
+        kind = event.event or (info.data or {}).get("type")
+        return kind in ("content_block_stop", "message_delta", "message_stop")
+    if info.done or info.usage_only:
+        return True
+    choices = (info.data or {}).get("choices") or ()
+    return any(choice.get("finish_reason") for choice in choices)
 
 
 def _replace_delta(api: str, data: dict[str, Any], text: str) -> dict[str, Any]:

@@ -60,8 +60,11 @@ class StreamChecker(Protocol):
         raise a RequestRefused to end the stream with an error event."""
         ...
 
-    def finish(self) -> None:
-        """The stream ended normally; raise a RequestRefused if the whole output fails."""
+    def finish(self) -> str:
+        """The text ended (before the finish reason, usage and end events): return the
+        text still held back, forwarded ahead of those events ("" when none); raise a
+        RequestRefused if the output fails. Feeding may start again after it (a
+        later text block of the same answer)."""
         ...
 
 
