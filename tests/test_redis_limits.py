@@ -271,14 +271,16 @@ async def test_scripts_are_reloaded_after_script_flush(
     assert await store.client.script_exists(ADMIT.sha) == [True]
 
 
-async def test_scripts_run_unchanged_on_redis_cluster(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cluster_client", [False, True], ids=["one-endpoint", "cluster"])
+async def test_scripts_run_unchanged_on_redis_cluster(tmp_path: Path, cluster_client: bool) -> None:
     """Cluster mode refuses a script whose keys span slots (CROSSSLOT): the hash tag
-    keeps every key of one admission, and of its settle, in one slot."""
+    keeps every key of one admission, and of its settle, in one slot. Both clients work:
+    one endpoint, and the Cluster client (`cluster = true`) that follows the slot map."""
     server = RedisServer(tmp_path, cluster=True)
     server.start()
     try:
         await _wait_for_cluster(server)
-        settings = RedisSettings(timeout_ms=2000, connect_timeout_ms=2000)
+        settings = RedisSettings(timeout_ms=2000, connect_timeout_ms=2000, cluster=cluster_client)
         store = RedisStore.from_settings(settings, server.url)
         await store.start()
         limiter = RedisLimiter(store)
@@ -292,6 +294,7 @@ async def test_scripts_run_unchanged_on_redis_cluster(tmp_path: Path) -> None:
         admission = await limiter.admit(checks)
         assert admission.reservation is not None
         assert await limiter.settle(admission.reservation, tokens=5, cost_usd=0.05)
+        assert not store.degraded
         await store.close()
     finally:
         server.stop()

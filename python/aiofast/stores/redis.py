@@ -27,6 +27,7 @@ from importlib import resources
 from typing import Any, TypeVar
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -42,7 +43,7 @@ if sys.version_info >= (3, 11):
 else:
     from async_timeout import timeout
 
-__all__ = ["LuaScript", "RedisStore"]
+__all__ = ["LuaScript", "RedisClient", "RedisStore"]
 
 logger = logging.getLogger("aiofast.stores.redis")
 
@@ -50,6 +51,8 @@ logger = logging.getLogger("aiofast.stores.redis")
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 
 RecoveryHook = Callable[[], Awaitable[None]]
+# One endpoint, or a Cluster client that sends each command to the node owning its slot.
+RedisClient = Redis | RedisCluster
 T = TypeVar("T")
 
 
@@ -76,7 +79,7 @@ class LuaScript:
 class RedisStore:
     """A pooled asyncio Redis client with bounded calls and a degraded mode."""
 
-    def __init__(self, client: Redis, settings: RedisSettings) -> None:
+    def __init__(self, client: RedisClient, settings: RedisSettings) -> None:
         self.client = client
         self.settings = settings
         self._scripts: dict[str, LuaScript] = {}
@@ -88,15 +91,20 @@ class RedisStore:
     @classmethod
     def from_settings(cls, settings: RedisSettings, url: str | None = None) -> RedisStore:
         """A store for ``url`` (default: the URL in the ``url_env`` variable); no I/O yet."""
+        # No retries inside redis-py: the bound on every call is ours, and a retry
+        # would stretch it; the degraded mode and its probe take over instead.
         no_retry = Retry(NoBackoff(), 0)
-        pool = ConnectionPool.from_url(
-            url or settings.url(),
-            max_connections=settings.max_connections,
-            socket_timeout=settings.timeout_s,
-            socket_connect_timeout=settings.connect_timeout_s,
-            retry=no_retry,
-            client_name="aiofast",
-        )
+        options: dict[str, Any] = {
+            "max_connections": settings.max_connections,
+            "socket_timeout": settings.timeout_s,
+            "socket_connect_timeout": settings.connect_timeout_s,
+            "retry": no_retry,
+            "client_name": "aiofast",
+        }
+        if settings.cluster:
+            # The URL names any one node; the client discovers the others and the slot map.
+            return cls(RedisCluster.from_url(url or settings.url(), **options), settings)
+        pool = ConnectionPool.from_url(url or settings.url(), **options)
         return cls(Redis(connection_pool=pool, retry=no_retry), settings)
 
     def key(self, *parts: str) -> str:
@@ -141,12 +149,13 @@ class RedisStore:
             await asyncio.gather(self._probe, return_exceptions=True)
             self._probe = None
         await self.client.aclose()
-        await self.client.connection_pool.disconnect()
+        if isinstance(self.client, Redis):
+            await self.client.connection_pool.disconnect()
 
     async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA ``script``: one round trip, or StoreUnavailableError within the bound."""
 
-        async def evalsha(client: Redis) -> Any:
+        async def evalsha(client: RedisClient) -> Any:
             try:
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
             except NoScriptError:
@@ -155,7 +164,7 @@ class RedisStore:
 
         return await self.command(evalsha)
 
-    async def command(self, call: Callable[[Redis], Awaitable[T]]) -> T:
+    async def command(self, call: Callable[[RedisClient], Awaitable[T]]) -> T:
         """Run ``call(client)`` within the bound; StoreUnavailableError when Redis is
         unreachable or already known to be down (then without touching the network)."""
         if self._degraded_since is not None:

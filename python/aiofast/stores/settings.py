@@ -4,6 +4,7 @@
 [redis]
 url_env = "AIOFAST_REDIS_URL"   # redis://[user:password@]host:port/db, or rediss:// for TLS
 namespace = "aiofast"           # hash tag of every key: one slot per admission, Cluster-safe
+cluster = false                 # true: the URL names one node of a Redis Cluster
 timeout_ms = 250                # bound on every Redis command (connect: connect_timeout_ms)
 instances = 4                   # gateway processes sharing Redis (for the `local` fallback)
 
@@ -60,6 +61,7 @@ class RedisSettings(BaseModel):
 
     url_env: str = "AIOFAST_REDIS_URL"
     namespace: str = "aiofast"
+    cluster: bool = False
     timeout_ms: float = Field(default=250.0, gt=0, le=10_000)
     connect_timeout_ms: float = Field(default=250.0, gt=0, le=10_000)
     max_connections: int = Field(default=64, ge=1, le=10_000)
