@@ -1,8 +1,9 @@
 """The guardrails in the request pipeline: the ``guard input`` and ``guard output`` stages.
 
-:class:`PolicyGuard` runs the ``[guard]`` rule set of the policy over every chat and
-messages request before it is admitted, and over every whole answer before the client
-sees it. What each action does here:
+:class:`PolicyGuard` runs the ``[guard]`` rule set of the policy over every chat,
+messages and embeddings request before it is admitted (each embedding input is read as
+a user message), and over every answer, whole or streamed, before the client sees it.
+What each action does here:
 
 - ``block``: the request is refused with a 400 in the API's error format naming the
   rule id and category; the matched text is never echoed.
@@ -39,9 +40,9 @@ import orjson
 from prometheus_client import Counter
 
 from aiofast.context import RequestContext
-from aiofast.guard import Finding, JsonSchema
+from aiofast.guard import ChatVerdict, Finding, JsonSchema
 from aiofast.guard_policy import GuardSettings
-from aiofast.parsing import API_CHAT, API_MESSAGES
+from aiofast.parsing import API_CHAT, API_EMBEDDINGS, API_MESSAGES
 from aiofast.refusals import RequestRefused, bad_request
 from aiofast.stages import StreamChecker
 
@@ -73,14 +74,37 @@ class PolicyGuard:
         )
 
     async def check_input(self, ctx: RequestContext) -> None:
-        if ctx.api not in _GUARDED_APIS:
+        if ctx.api == API_EMBEDDINGS:
+            await self._check_embedding_input(ctx)
+        elif ctx.api in _GUARDED_APIS:
+            verdict = await self._scan_input(ctx, ctx.body)
+            if verdict.redacted:
+                ctx.body = dict(verdict.request)
+                # An empty raw body makes the pipeline serialise the redacted one.
+                ctx.raw = b""
+
+    async def _check_embedding_input(self, ctx: RequestContext) -> None:
+        """Embedding inputs are scanned as user messages, so limits, roles and the
+        block/route/redact decisions are exactly those of a chat request."""
+        texts = _embedding_texts(ctx.body.get("input"))
+        if texts is None:
             return
+        as_chat = {"messages": [{"role": "user", "content": text} for text in texts]}
+        verdict = await self._scan_input(ctx, as_chat)
+        if verdict.redacted:
+            redacted = [message["content"] for message in verdict.request["messages"]]
+            single = isinstance(ctx.body.get("input"), str)
+            ctx.body = {**ctx.body, "input": redacted[0] if single else redacted}
+            ctx.raw = b""
+
+    async def _scan_input(self, ctx: RequestContext, request: Mapping[str, Any]) -> ChatVerdict:
+        """Scan, record, and apply the block and route verdicts; redaction is the caller's."""
         if len(ctx.raw) > _THREAD_ABOVE_BYTES:
             verdict = await asyncio.to_thread(
-                self._guard.scan_chat, ctx.body, target="input", input_tokens=ctx.input_tokens
+                self._guard.scan_chat, request, target="input", input_tokens=ctx.input_tokens
             )
         else:
-            verdict = self._guard.scan_chat(ctx.body, target="input", input_tokens=ctx.input_tokens)
+            verdict = self._guard.scan_chat(request, target="input", input_tokens=ctx.input_tokens)
         self._record(ctx, verdict.findings)
         if verdict.blocked is not None:
             rule = verdict.blocked
@@ -92,10 +116,7 @@ class PolicyGuard:
             )
         if verdict.route is not None:
             ctx.state[ROUTES] = [verdict.route]
-        if verdict.redacted:
-            ctx.body = dict(verdict.request)
-            # An empty raw body makes the pipeline serialise the redacted one.
-            ctx.raw = b""
+        return verdict
 
     def check_output(self, ctx: RequestContext, text: str) -> str | None:
         if ctx.api not in _GUARDED_APIS:
@@ -175,6 +196,15 @@ def _refuse_blocked_output(ctx: RequestContext, findings: Iterable[Finding]) -> 
             type="api_error",
             code="guard_output_blocked",
         )
+
+
+def _embedding_texts(value: object) -> list[str] | None:
+    """The texts of an embeddings ``input``; None for token ids, which hold no text."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    return None
 
 
 def _requested_schema(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
