@@ -67,6 +67,20 @@ def test_default_policy_has_three_priced_tiers() -> None:
     assert not policy.auth_required
 
 
+def test_deployments_and_upstreams_are_found_by_name_after_a_copy() -> None:
+    policy = default_policy()
+    first = policy.deployments[0]
+    assert policy.deployment(first.name) is first
+    assert policy.upstream(first.upstream).name == first.upstream
+    # An index built before a copy never answers for the copy's own deployments.
+    renamed = first.model_copy(update={"name": "renamed"})
+    copy = policy.model_copy(update={"deployments": (renamed,)})
+    assert copy.deployment("renamed") is renamed
+    with pytest.raises(KeyError):
+        copy.deployment(first.name)
+    assert copy == policy.model_copy(update={"deployments": (renamed,)})
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from aiofast.policy import Policy, policy_from_mapping
 from aiofast.prices import PriceTable, cost
+from aiofast.upstream import USER_AGENT
 from gateway_support import WIRE, running, sse_data
 
 OPENAI = WIRE / "openai"
@@ -329,3 +330,5 @@ async def test_upstreams_get_their_own_keys_and_the_deployment_model(gateway: An
     assert anthropic_headers["anthropic-version"]
     assert "Authorization" not in anthropic_headers
     assert anthropic_body["model"] == "message_nonstream_basic"
+    # The gateway names itself to providers, and never passes on the client's agent.
+    assert openai_headers["User-Agent"] == anthropic_headers["User-Agent"] == USER_AGENT

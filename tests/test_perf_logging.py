@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import threading
+import time
 
 import pytest
 
@@ -103,3 +104,27 @@ def test_a_forked_child_writes_its_own_lines(logger: logging.Logger) -> None:
         stream.close()
     with os.fdopen(read_end) as pipe:
         assert sorted(pipe.read().splitlines()) == ["from the child", "from the parent"]
+
+
+def test_a_lone_line_and_one_after_a_quiet_spell_are_written_without_close(
+    logger: logging.Logger,
+) -> None:
+    stream = io.StringIO()
+    handler = BackgroundLineHandler(stream, interval=0.02)
+    logger.addHandler(handler)
+
+    def written(expected: str) -> bool:
+        deadline = time.monotonic() + 5
+        while stream.getvalue() != expected and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return stream.getvalue() == expected
+
+    try:
+        logger.info("first")
+        assert written("first\n")
+        time.sleep(0.1)  # the writer goes idle: the next line must wake it
+        logger.info("second")
+        assert written("first\nsecond\n")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()

@@ -223,10 +223,12 @@ class Pipeline:
             ctx.upstream_wait += time.perf_counter() - started
         if call.status >= 400:
             raise self._upstream_error(ctx, call, raw)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
+        body = call.parsed()
+        if body is None:
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                body = None
         if not isinstance(body, dict):
             ctx.error_type = "upstream_invalid_body"
             raise upstream_failed(

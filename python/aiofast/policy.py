@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -192,6 +192,9 @@ class ServerPolicy(_Strict):
     default_tier: str | None = None
 
 
+_Named = TypeVar("_Named", UpstreamPolicy, DeploymentPolicy)
+
+
 class Policy(_Strict):
     """The whole policy. Build it with :func:`load_policy` or :func:`default_policy`."""
 
@@ -262,10 +265,23 @@ class Policy(_Strict):
         return bool(self.keys)
 
     def upstream(self, name: str) -> UpstreamPolicy:
-        return next(u for u in self.upstreams if u.name == name)
+        return self._by_name("upstreams", self.upstreams)[name]
 
     def deployment(self, name: str) -> DeploymentPolicy:
-        return next(d for d in self.deployments if d.name == name)
+        return self._by_name("deployments", self.deployments)[name]
+
+    def _by_name(self, section: str, items: tuple[_Named, ...]) -> dict[str, _Named]:
+        """A section's entries by name, built on first use: every request looks up its
+        deployment and upstream several times. Kept in the instance dict, not as a field
+        (equality and dumps ignore it), next to the tuple it was built from, so a
+        ``model_copy`` that replaces the section gets a fresh index."""
+        key = "_index_" + section
+        cached = self.__dict__.get(key)
+        if cached is None or cached[0] is not items:
+            cached = (items, {item.name: item for item in items})
+            self.__dict__[key] = cached
+        index: dict[str, _Named] = cached[1]
+        return index
 
 
 def _unique(section: str, names: list[str]) -> set[str]:

@@ -7,10 +7,10 @@ aiofast itself, upstream wait excluded: the figure to watch for regressions.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import os
-import queue
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -208,45 +208,68 @@ def _digest(data: bytes) -> str:
 
 
 class BackgroundLineHandler(logging.Handler):
-    """A log handler whose caller never waits on the stream.
+    """A log handler whose caller never waits on the stream, nor wakes a thread.
 
-    ``emit`` only queues the record; a writer thread formats what has queued up and writes
-    it with one ``write`` and one ``flush``. On a gateway that logs a line per request this
-    takes the formatting and the system call off the event loop, and under load writes
-    many lines per system call instead of one. Lines keep their order; ``close`` (called
+    ``emit`` only appends the record to a deque; a writer thread formats what has queued
+    up and writes it with one ``write`` and one ``flush``. The writer is not woken per
+    record: while lines keep coming it wakes every ``interval`` seconds and takes them
+    all, and only a record arriving after an idle interval (or a warning) wakes it at
+    once. Waking a thread per request line would hand it the GIL in the middle of the
+    event loop's next request; batching takes the formatting and the system call off the
+    loop and writes many lines per system call. Lines keep their order; ``close`` (called
     by ``logging.shutdown`` at exit) writes everything queued before it returns. A forked
     child (``aiofast serve --workers``) starts its own writer.
     """
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], *, interval: float = 0.1) -> None:
         super().__init__()
         self.stream = stream
+        self.interval = interval
         self._start_writer()
         _open_line_handlers.add(self)
 
     def _start_writer(self) -> None:
-        self._records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+        # deque.append and popleft are atomic: emit needs no lock.
+        self._records: collections.deque[logging.LogRecord] = collections.deque()
+        self._wake = threading.Event()
+        # Set by the writer before it sleeps with nothing queued: the next record wakes it.
+        self._idle = True
+        self._stopping = False
         self._writer = threading.Thread(target=self._write_loop, name="aiofast-log", daemon=True)
         self._writer.start()
 
     def emit(self, record: logging.LogRecord) -> None:
-        self._records.put(record)
+        self._records.append(record)
+        if self._idle or record.levelno >= logging.WARNING:
+            self._idle = False
+            self._wake.set()
 
     def _write_loop(self) -> None:
         records = self._records
         while True:
-            record = records.get()
-            lines = []
-            while record is not None:
-                lines.append(self._format(record))
-                try:
-                    record = records.get_nowait()
-                except queue.Empty:
-                    break
-            if lines:
-                self._write("".join(lines))
-            if record is None:
+            # Announce idleness before looking at the deque: a record appended after the
+            # look sees the flag and wakes the writer, so none waits for the next one.
+            self._idle = True
+            if not records and not self._stopping:
+                self._wake.wait()
+            self._idle = False
+            self._wake.clear()
+            stopping = self._stopping
+            self._write_queued()
+            if stopping:
                 return
+            # Lines are coming: let them gather for an interval rather than wake per line.
+            if self._wake.wait(self.interval) and self._stopping:
+                self._write_queued()
+                return
+
+    def _write_queued(self) -> None:
+        records = self._records
+        lines = []
+        while records:
+            lines.append(self._format(records.popleft()))
+        if lines:
+            self._write("".join(lines))
 
     def _format(self, record: logging.LogRecord) -> str:
         try:
@@ -266,7 +289,8 @@ class BackgroundLineHandler(logging.Handler):
     def close(self) -> None:
         _open_line_handlers.discard(self)
         if self._writer.is_alive():
-            self._records.put(None)
+            self._stopping = True
+            self._wake.set()
             self._writer.join(timeout=5)
         super().close()
 

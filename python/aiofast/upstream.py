@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 
+from aiofast._core import __version__
 from aiofast.errors import ConfigError
 from aiofast.policy import DeploymentPolicy, Policy, UpstreamPolicy
 from aiofast.refusals import RequestRefused, upstream_failed, upstream_timeout
@@ -25,6 +27,7 @@ __all__ = ["UpstreamCall", "UpstreamPool"]
 logger = logging.getLogger("aiofast.upstream")
 
 ANTHROPIC_VERSION = "2023-06-01"
+USER_AGENT = f"aiofast/{__version__}"
 
 
 class UpstreamCall:
@@ -71,6 +74,11 @@ class UpstreamCall:
         except Exception as exc:
             raise _transport_refusal(exc, self.upstream) from exc
 
+    def parsed(self) -> dict[str, Any] | None:
+        """The whole body already parsed as a JSON object by whoever read it (the
+        routing stage does, for its output checks), else None: parse ``read()``."""
+        return None
+
     def close(self) -> None:
         """Stop reading and drop the connection; used when the client went away."""
         self._response.close()
@@ -103,9 +111,9 @@ class UpstreamPool:
             )
             self._targets[upstream.name] = (base_url.rstrip("/"), _auth_headers(upstream), timeout)
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
-        )
+        # The User-Agent is among the upstream headers: a session-wide skip list would
+        # cost aiohttp a header merge on every request.
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -135,7 +143,7 @@ class UpstreamPool:
 
 
 def _auth_headers(upstream: UpstreamPolicy) -> dict[str, str]:
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
     key = upstream.api_key()
     if upstream.kind == "anthropic":
         headers["anthropic-version"] = ANTHROPIC_VERSION

@@ -10,6 +10,7 @@ use aiofast_core::Error;
 use pyo3::prelude::*;
 
 use crate::errors::to_py;
+use crate::gil::detach_if_large;
 
 /// (rule index, start, end, score, label); offsets are character offsets.
 type FindingTuple = (usize, usize, usize, f64, String);
@@ -106,11 +107,12 @@ impl PyGuard {
     ) -> PyResult<Vec<FindingTuple>> {
         let scope = parse_scope(target, role)?;
         let guard = &self.guard;
-        Ok(py
-            .detach(|| guard.scan_text(text, scope))
-            .into_iter()
-            .map(tuple)
-            .collect())
+        Ok(
+            detach_if_large(py, text.len(), || guard.scan_text(text, scope))
+                .into_iter()
+                .map(tuple)
+                .collect(),
+        )
     }
 
     #[pyo3(signature = (text, target=None, role=None))]
@@ -123,7 +125,9 @@ impl PyGuard {
     ) -> PyResult<String> {
         let scope = parse_scope(target, role)?;
         let guard = &self.guard;
-        Ok(py.detach(|| guard.redact_text(text, scope)))
+        Ok(detach_if_large(py, text.len(), || {
+            guard.redact_text(text, scope)
+        }))
     }
 
     /// Returns (findings, blocked index, route tier, redacted request JSON).
@@ -143,9 +147,10 @@ impl PyGuard {
     )> {
         let target = parse_target(Some(target))?.unwrap_or(Target::Input);
         let guard = &self.guard;
-        let verdict = py
-            .detach(|| guard.scan_chat_json(request_json, target, input_tokens))
-            .map_err(to_py)?;
+        let verdict = detach_if_large(py, request_json.len(), || {
+            guard.scan_chat_json(request_json, target, input_tokens)
+        })
+        .map_err(to_py)?;
         let redacted = verdict.redacted_json();
         let findings = verdict
             .findings
@@ -193,12 +198,16 @@ impl PyGuardStream {
 
     fn feed(&mut self, py: Python<'_>, delta: &str) -> (String, Vec<FindingTuple>) {
         let scanner = &mut self.scanner;
-        step(py.detach(|| scanner.feed(delta)))
+        // A streamed delta and the held-back tail are a few hundred bytes: scanned with
+        // the GIL held (see crate::gil).
+        let bytes = delta.len() + scanner.holdback();
+        step(detach_if_large(py, bytes, || scanner.feed(delta)))
     }
 
     fn finish(&mut self, py: Python<'_>) -> (String, Vec<FindingTuple>) {
         let scanner = &mut self.scanner;
-        step(py.detach(|| scanner.finish()))
+        let held = scanner.holdback();
+        step(detach_if_large(py, held, || scanner.finish()))
     }
 }
 
@@ -218,7 +227,7 @@ impl PyJsonSchema {
 
     fn check(&self, py: Python<'_>, output: &str) -> Vec<String> {
         let schema = &self.schema;
-        py.detach(|| schema.check(output))
+        detach_if_large(py, output.len(), || schema.check(output))
     }
 }
 

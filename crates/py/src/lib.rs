@@ -5,6 +5,7 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod gil;
 mod guard;
 mod limits;
 mod routing;

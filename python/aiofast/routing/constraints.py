@@ -35,14 +35,18 @@ def json_wanted(body: Mapping[str, Any]) -> tuple[bool, Mapping[str, Any] | None
     return kind == "json_object", None
 
 
-def answer_text(reply_body: bytes) -> str | None:
-    """The assistant text of an OpenAI chat completion (or Anthropic message) body."""
-    try:
-        data = orjson.loads(reply_body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(data, dict):
-        return None
+def answer_text(reply_body: bytes | Mapping[str, Any]) -> str | None:
+    """The assistant text of an OpenAI chat completion (or Anthropic message) body, given
+    as bytes or already parsed."""
+    if isinstance(reply_body, Mapping):
+        data = reply_body
+    else:
+        try:
+            data = orjson.loads(reply_body)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(data, dict):
+            return None
     choices = data.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
         message = choices[0].get("message")
@@ -78,7 +82,8 @@ class OutputCheck:
         refusals = _compiled(tuple(spec.refusal_patterns))
         return cls(want_json, schema, refusals, guard if spec.guard_verdict else None)
 
-    def failure(self, reply_body: bytes) -> str | None:
+    def failure(self, reply_body: bytes | Mapping[str, Any]) -> str | None:
+        """The first constraint the answer breaks, or None; the body as bytes or parsed."""
         text = answer_text(reply_body)
         if text is None:
             return "unreadable_answer"

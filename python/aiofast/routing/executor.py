@@ -56,7 +56,9 @@ class Reply:
     """An upstream's reply. ``headers`` must be case-insensitive or use lowercase keys.
 
     Error replies (status >= 400) carry their whole ``body``. A streamed success carries
-    ``chunks`` instead, not yet read; ``release`` frees the connection behind it.
+    ``chunks`` instead, not yet read; ``release`` frees the connection behind it. ``data``
+    is the body already parsed as a JSON object, when the caller parsed it anyway: the
+    cascade's output check then reads it instead of parsing the body a second time.
     """
 
     status: int
@@ -64,6 +66,11 @@ class Reply:
     body: bytes = b""
     chunks: AsyncIterator[bytes] | None = None
     release: Callable[[], Awaitable[None]] | None = None
+    data: dict[str, Any] | None = None
+
+    def answer(self) -> bytes | Mapping[str, Any]:
+        """The whole answer for an output check: parsed when it was, else the bytes."""
+        return self.body if self.data is None else self.data
 
 
 Call = Callable[[DeploymentSpec, Timeouts], Awaitable[Reply]]
@@ -244,7 +251,7 @@ class Executor:
     async def _maybe_cascade(
         self, routed: Routed, check: OutputCheck, facts: RouteFacts, request: _Request
     ) -> Routed:
-        reason = check.failure(routed.reply.body)
+        reason = check.failure(routed.reply.answer())
         routed.constraint_failure = reason
         upper_tier = routed.decision.escalation_tier
         if reason is None or upper_tier is None or self.cascade_spec.shadow:
@@ -260,7 +267,7 @@ class Executor:
             return routed
         second.cascade = reason
         second.superseded.append((routed.deployment, routed.reply))
-        second.constraint_failure = check.failure(second.reply.body)
+        second.constraint_failure = check.failure(second.reply.answer())
         return second
 
     async def _first_answer(

@@ -33,6 +33,8 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import orjson
+
 from aiofast._core import RouteFacts
 from aiofast.context import Candidate, RequestContext
 from aiofast.errors import RouteExhaustedError, UpstreamError, UpstreamTimeoutError
@@ -208,22 +210,26 @@ class ResilientCaller:
 
     async def call(self, ctx: RequestContext, attempt: Any) -> UpstreamCall:
         decision, facts = ctx.state[STATE]
-        # Each reply handed to the executor (by identity), with its body if read whole.
-        calls: dict[int, tuple[UpstreamCall, bytes]] = {}
+        # Each reply handed to the executor (by identity), with the call behind it.
+        calls: dict[int, tuple[UpstreamCall, Reply]] = {}
 
         async def send(deployment: DeploymentSpec, timeouts: Timeouts) -> Reply:
             candidate = Candidate(self.policy.deployment(deployment.name), "", "")
             try:
                 call: UpstreamCall = await attempt(candidate)
-                if call.status >= 400 or not ctx.stream:
+                if call.status >= 400:
                     reply = Reply(call.status, call.headers, await call.read())
+                elif not ctx.stream:
+                    # Parsed once here: the cascade's check and the pipeline both read it.
+                    body = await call.read()
+                    reply = Reply(call.status, call.headers, body, data=_json_object(body))
                 else:
                     reply = Reply(
                         call.status, call.headers, chunks=_chunks(call), release=_closer(call)
                     )
             except RequestRefused as refusal:
                 raise _transport_error(refusal) from refusal
-            calls[id(reply)] = (call, reply.body)
+            calls[id(reply)] = (call, reply)
             return reply
 
         check = None
@@ -242,15 +248,15 @@ class ResilientCaller:
         ctx.served = Candidate(
             self.policy.deployment(routed.deployment.name), routed.tier, routed.route_header()
         )
-        served, body = calls[id(routed.reply)]
-        return _Answered(served, body, routed.stream)
+        served, reply = calls[id(routed.reply)]
+        return _Answered(served, reply.body, routed.stream, reply.data)
 
     def _exhausted(
         self,
         ctx: RequestContext,
         decision: Decision,
         exhausted: RouteExhaustedError,
-        calls: Mapping[int, tuple[UpstreamCall, bytes]],
+        calls: Mapping[int, tuple[UpstreamCall, Reply]],
     ) -> UpstreamCall:
         made: list[Attempt] = [a for a in exhausted.attempts if a.next_step != "skipped"]
         ctx.attempts = len(made)
@@ -261,8 +267,8 @@ class ResilientCaller:
         answered = calls.get(id(exhausted.reply))
         if answered is not None:
             # The pipeline turns the upstream's own error reply into the client's error.
-            call, body = answered
-            return _Answered(call, body, None)
+            call, reply = answered
+            return _Answered(call, reply.body, None)
         ctx.error_type = f"no_route_{exhausted.reason}"
         if exhausted.reason == "timeout":
             raise upstream_timeout(str(exhausted))
@@ -289,6 +295,14 @@ def _superseded(routed: Routed) -> list[SupersededAnswer]:
             )
         )
     return answers
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _transport_error(refusal: RequestRefused) -> UpstreamError:
@@ -318,18 +332,26 @@ class _Answered(UpstreamCall):
     reports the outcome to the router). A stream failure reaches the pipeline as a
     RequestRefused, so it writes the error event in the client's wire format."""
 
-    __slots__ = ("_body", "_stream")
+    __slots__ = ("_body", "_data", "_stream")
 
     def __init__(
-        self, served: UpstreamCall, body: bytes, stream: AsyncIterator[bytes] | None
+        self,
+        served: UpstreamCall,
+        body: bytes,
+        stream: AsyncIterator[bytes] | None,
+        data: dict[str, Any] | None = None,
     ) -> None:
         # Same response, deployment and upstream as the call that answered.
         super().__init__(served._response, served.deployment, served.upstream)
         self._body = body
+        self._data = data
         self._stream = stream
 
     async def read(self) -> bytes:
         return self._body
+
+    def parsed(self) -> dict[str, Any] | None:
+        return self._data
 
     async def chunks(self) -> AsyncIterator[bytes]:
         if self._stream is None:
