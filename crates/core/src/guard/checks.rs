@@ -26,7 +26,8 @@ pub fn luhn(digits: &[u8]) -> bool {
     !digits.is_empty() && sum % 10 == 0
 }
 
-fn prefix_number(digits: &[u8], n: usize) -> u32 {
+/// The number spelled by the first `n` digits.
+pub fn prefix_number(digits: &[u8], n: usize) -> u32 {
     digits
         .iter()
         .take(n)

@@ -7,20 +7,24 @@
 //! length, which is what lets the streaming scanner hold back a bounded tail.
 
 use super::checks;
+use super::phone;
 use super::spec::DetectorName;
 
 pub const MIN_SCORE: f64 = 0.5;
-const CONTEXT_BOOST: f64 = 0.35;
+pub(super) const CONTEXT_BOOST: f64 = 0.35;
 /// Bytes before a candidate searched for context words (about five words).
 pub const CONTEXT_BEFORE: usize = 40;
+/// Bytes after a candidate its validator may look at (a label or a street name).
+pub const CONTEXT_AFTER: usize = 32;
 
 /// A candidate as the validator sees it.
 pub struct Candidate<'a> {
     /// The matched bytes (capture group 1 when the pattern has one).
     pub text: &'a [u8],
-    /// Up to `CONTEXT_BEFORE` bytes before the whole match, lower-cased.
+    /// Up to `CONTEXT_BEFORE` bytes before the whole match (context words are
+    /// compared ignoring ASCII case).
     pub before: &'a [u8],
-    /// Up to 8 bytes after the whole match.
+    /// Up to `CONTEXT_AFTER` bytes after the whole match.
     pub after: &'a [u8],
     /// The byte right before the match, if any.
     pub prev: Option<u8>,
@@ -39,18 +43,23 @@ pub struct DetectorDef {
     pub validate: fn(&Candidate<'_>) -> Option<f64>,
 }
 
-fn boosted(base: f64, before: &[u8], words: &[&str]) -> f64 {
-    let hit = words
-        .iter()
-        .any(|w| before.windows(w.len()).any(|win| win == w.as_bytes()));
-    if hit {
+/// Whether any of `words` occurs in `text`, ignoring ASCII case.
+fn mentions(text: &[u8], words: &[&str]) -> bool {
+    words.iter().any(|w| {
+        text.windows(w.len())
+            .any(|win| win.eq_ignore_ascii_case(w.as_bytes()))
+    })
+}
+
+pub(super) fn boosted(base: f64, before: &[u8], words: &[&str]) -> f64 {
+    if mentions(before, words) {
         (base + CONTEXT_BOOST).min(1.0)
     } else {
         base
     }
 }
 
-fn alnum(b: Option<u8>) -> bool {
+pub(super) fn alnum(b: Option<u8>) -> bool {
     b.is_some_and(|b| b.is_ascii_alphanumeric())
 }
 
@@ -64,10 +73,6 @@ const CARD_CONTEXT: &[&str] = &[
     "payment",
     "cc ",
     "pan",
-];
-const PHONE_CONTEXT: &[&str] = &[
-    "phone", "tel", "call", "mobile", "cell", "fax", "contact", "number", "reach", "dial",
-    "whatsapp", "sms", "text me", "telefon", "ring",
 ];
 const SSN_CONTEXT: &[&str] = &["ssn", "social security", "social-security", "taxpayer"];
 const IP_CONTEXT: &[&str] = &[
@@ -135,49 +140,6 @@ fn ssn(c: &Candidate<'_>) -> Option<f64> {
         c.before,
         SSN_CONTEXT,
     ))
-}
-
-fn phone(c: &Candidate<'_>) -> Option<f64> {
-    if alnum(c.prev) || matches!(c.prev, Some(b'.' | b'-' | b'/' | b':' | b'+')) {
-        return None;
-    }
-    let main = match c.text.iter().position(|&b| b == b'x') {
-        Some(x) => &c.text[..x],
-        None => c.text,
-    };
-    let digits = checks::digits(main);
-    if !(7..=15).contains(&digits.len()) || checks::all_same(&digits) {
-        return None;
-    }
-    let groups: Vec<&[u8]> = main
-        .split(|b| !b.is_ascii_digit())
-        .filter(|g| !g.is_empty())
-        .collect();
-    if groups.windows(3).any(checks::looks_like_date) {
-        return None;
-    }
-    let dotted = main.contains(&b'.');
-    if dotted && groups.len() == 4 && groups.iter().all(|g| g.len() <= 3) {
-        return None; // an IPv4 address or a version number
-    }
-    let international = main.starts_with(b"+") || main.starts_with(b"00");
-    let area_code = main.starts_with(b"(");
-    let nanp = groups.len() >= 3
-        && groups[groups.len() - 3..]
-            .iter()
-            .map(|g| g.len())
-            .eq([3, 3, 4]);
-    let ssn_shaped = groups.iter().map(|g| g.len()).eq([3, 2, 4]);
-    let base = if ssn_shaped {
-        0.3
-    } else if international || area_code || nanp {
-        0.7
-    } else if groups.len() >= 2 && digits.len() >= 9 {
-        0.5
-    } else {
-        0.3
-    };
-    Some(boosted(base, c.before, PHONE_CONTEXT))
 }
 
 fn iban(c: &Candidate<'_>) -> Option<f64> {
@@ -303,7 +265,7 @@ pub const DETECTORS: &[DetectorDef] = &[
         ),
         max_len: 60,
         opener: None,
-        validate: phone,
+        validate: phone::validate,
     },
     DetectorDef {
         name: DetectorName::Card,

@@ -10,7 +10,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use super::blobs;
-use super::detectors::{self, Candidate, CONTEXT_BEFORE, MIN_SCORE};
+use super::detectors::{self, Candidate, CONTEXT_AFTER, CONTEXT_BEFORE, MIN_SCORE};
 use super::injection::{self, PHRASES};
 use super::packs;
 use super::spec::{
@@ -364,7 +364,7 @@ impl Guard {
                         openers.push((o, p.max_len));
                         continue;
                     }
-                    _ => p.max_len + CONTEXT_BEFORE,
+                    _ => p.max_len + CONTEXT_BEFORE + CONTEXT_AFTER,
                 },
                 // Original spans can be longer than folded ones; allow for it.
                 Matcher::Literal { max_len, .. } => max_len * 4,
@@ -541,7 +541,7 @@ fn candidate(
     Candidate {
         text: &text[span],
         before: &text[from..whole.start],
-        after: &text[whole.end..(whole.end + 8).min(text.len())],
+        after: &text[whole.end..(whole.end + CONTEXT_AFTER).min(text.len())],
         prev: whole.start.checked_sub(1).map(|i| text[i]),
     }
 }

@@ -13,6 +13,7 @@ mod detectors;
 mod engine;
 mod injection;
 mod packs;
+mod phone;
 mod schema;
 pub mod spec;
 mod stream;
