@@ -20,8 +20,9 @@ from aiofast.stores.shared_limits import SharedLimiter
 from redis_server import RedisServer
 
 SETTINGS = RedisSettings(timeout_ms=100, connect_timeout_ms=100, probe_interval_ms=50, instances=2)
-# Room for the event loop's own scheduling on a busy 2-core machine, on top of the bound.
-SLACK_S = 0.5
+# Room for the event loop's own scheduling on a busy 2-core machine, on top of the bound;
+# still far below what a hang, or 100 requests waiting for Redis in turn (20 s), would take.
+SLACK_S = 1.0
 TEAM = RequestContext(team="search", input_tokens=20, reserved_output_tokens=10, cost_usd=0.2)
 
 
