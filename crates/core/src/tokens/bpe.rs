@@ -2,20 +2,22 @@
 //!
 //! BPE repeatedly merges the adjacent pair of parts whose concatenation has the lowest
 //! rank, leftmost first on ties, until no adjacent pair is a token. Short pieces use a
-//! flat scan per merge (quadratic, but tiny and cache-friendly); long pieces use a rank
-//! queue with lazily invalidated entries, so that a megabyte with no split point
-//! (one repeated character, base64, random letters) stays fast.
+//! flat scan per merge (quadratic, but tiny and cache-friendly). Longer pieces keep their
+//! parts in a linked list and their pairs in a priority queue with lazily invalidated
+//! entries: a binary heap up to a few kilobytes, where the heap fits in the cache, and a
+//! rank queue beyond, so that a megabyte with no split point (one repeated character,
+//! base64, random letters) stays fast.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use super::rank_queue::RankQueue;
 use super::ranks::{RankMap, NO_RANK};
 
-/// Pieces at least this long use the rank queue; below it the flat scan is faster.
-const LARGE_PIECE: usize = 256;
-
-#[inline]
-fn rank(ranks: &RankMap, bytes: &[u8]) -> u32 {
-    ranks.rank(bytes)
-}
+/// Pieces at least this long use a merge queue; below it the flat scan is faster.
+const QUEUED_PIECE: usize = 48;
+/// Pieces at least this long use the rank queue instead of a binary heap.
+const LARGE_PIECE: usize = 4096;
 
 /// The number of tokens BPE makes of `piece` (non-empty).
 #[inline]
@@ -28,35 +30,41 @@ pub fn count_piece(ranks: &RankMap, piece: &[u8]) -> usize {
 
 /// The number of tokens BPE makes of `piece`, known not to be a single token.
 pub fn count_merged(ranks: &RankMap, piece: &[u8]) -> usize {
-    if piece.len() < LARGE_PIECE {
+    if piece.len() < QUEUED_PIECE {
         count_short(ranks, piece)
+    } else if piece.len() < LARGE_PIECE {
+        count_queued(ranks, piece, HeapQueue::with_capacity(piece.len()))
     } else {
         count_long(ranks, piece)
     }
 }
 
 /// Flat version: `starts[i]` is where part i begins, `pair_rank[i]` the rank of part i
-/// joined with part i + 1.
+/// joined with part i + 1. The arrays are small enough that filling them costs less than
+/// anything smarter.
 fn count_short(ranks: &RankMap, piece: &[u8]) -> usize {
     let n = piece.len();
-    let mut starts = [0u8; LARGE_PIECE + 1];
-    let mut pair_rank = [NO_RANK; LARGE_PIECE];
+    let mut starts = [0u8; QUEUED_PIECE + 1];
+    let mut pair_rank = [NO_RANK; QUEUED_PIECE];
     for (i, start) in starts.iter_mut().enumerate().take(n + 1) {
         *start = i as u8;
     }
     for i in 0..n - 1 {
-        pair_rank[i] = rank(ranks, &piece[i..i + 2]);
+        pair_rank[i] = ranks.rank(&piece[i..i + 2]);
     }
 
     let mut parts = n;
     loop {
         let pairs = &pair_rank[..parts - 1];
-        let Some((best, &best_rank)) = pairs.iter().enumerate().min_by_key(|&(_, r)| *r) else {
-            break;
-        };
+        // A plain minimum then a search for it: both loops vectorise or stay branch-light,
+        // where a combined arg-min carries the index through every comparison.
+        let best_rank = pairs.iter().copied().min().unwrap_or(NO_RANK);
         if best_rank == NO_RANK {
             break;
         }
+        let Some(best) = pairs.iter().position(|&r| r == best_rank) else {
+            break;
+        };
         // Part best + 1 disappears into part best.
         starts.copy_within(best + 2..=parts, best + 1);
         pair_rank.copy_within(best + 1..parts - 1, best);
@@ -64,7 +72,7 @@ fn count_short(ranks: &RankMap, piece: &[u8]) -> usize {
 
         let span = |i: usize| -> u32 {
             if i + 2 <= parts {
-                rank(ranks, &piece[starts[i] as usize..starts[i + 2] as usize])
+                ranks.rank(&piece[starts[i] as usize..starts[i + 2] as usize])
             } else {
                 NO_RANK
             }
@@ -77,12 +85,49 @@ fn count_short(ranks: &RankMap, piece: &[u8]) -> usize {
     parts
 }
 
-/// Long version over a linked list of parts. Each part is named by its start offset;
-/// `end[i]` is where it ends, `prev[i]` where the previous part starts, and `pair[i]`
-/// the rank of part i joined with its successor (`NO_RANK` once merged away). A queued
-/// pair is stale when its rank no longer equals `pair[i]`: the bytes of a pair only
-/// grow, and distinct byte strings have distinct ranks. Offsets are `u32` to halve the
-/// memory traffic that dominates on megabyte pieces.
+/// A min-queue of `(rank, position)` pairs.
+trait MergeQueue {
+    fn push(&mut self, rank: u32, pos: u32);
+    fn pop(&mut self) -> Option<(u32, u32)>;
+}
+
+/// A binary heap of rank and position packed into one `u64`, so that one integer
+/// comparison orders by rank, then leftmost.
+struct HeapQueue(BinaryHeap<Reverse<u64>>);
+
+impl HeapQueue {
+    fn with_capacity(capacity: usize) -> Self {
+        HeapQueue(BinaryHeap::with_capacity(capacity))
+    }
+}
+
+impl MergeQueue for HeapQueue {
+    #[inline]
+    fn push(&mut self, rank: u32, pos: u32) {
+        self.0.push(Reverse(u64::from(rank) << 32 | u64::from(pos)));
+    }
+
+    #[inline]
+    fn pop(&mut self) -> Option<(u32, u32)> {
+        self.0
+            .pop()
+            .map(|Reverse(key)| ((key >> 32) as u32, key as u32))
+    }
+}
+
+impl MergeQueue for RankQueue {
+    #[inline]
+    fn push(&mut self, rank: u32, pos: u32) {
+        RankQueue::push(self, rank, pos);
+    }
+
+    #[inline]
+    fn pop(&mut self) -> Option<(u32, u32)> {
+        RankQueue::pop(self)
+    }
+}
+
+/// The rank queue version, for pieces of any length.
 fn count_long(ranks: &RankMap, piece: &[u8]) -> usize {
     // A single piece of 4 GiB or more is counted in 4 GiB slices: exact below that size,
     // and never a panic above it.
@@ -92,13 +137,22 @@ fn count_long(ranks: &RankMap, piece: &[u8]) -> usize {
             .map(|chunk| count_piece(ranks, chunk))
             .sum();
     }
+    count_queued(ranks, piece, RankQueue::new(ranks.rank_limit()))
+}
+
+/// Queue version over a linked list of parts. Each part is named by its start offset;
+/// `end[i]` is where it ends, `prev[i]` where the previous part starts, and `pair[i]`
+/// the rank of part i joined with its successor (`NO_RANK` once merged away). A queued
+/// pair is stale when its rank no longer equals `pair[i]`: the bytes of a pair only
+/// grow, and distinct byte strings have distinct ranks. Offsets are `u32` to halve the
+/// memory traffic that dominates on megabyte pieces; `piece` is shorter than 4 GiB.
+fn count_queued(ranks: &RankMap, piece: &[u8], mut queue: impl MergeQueue) -> usize {
     let n = piece.len();
     let mut end: Vec<u32> = (1..=n as u32).collect();
     let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
     let mut pair: Vec<u32> = vec![NO_RANK; n];
-    let mut queue = RankQueue::new(ranks.rank_limit());
     for i in 0..n - 1 {
-        pair[i] = rank(ranks, &piece[i..i + 2]);
+        pair[i] = ranks.rank(&piece[i..i + 2]);
         if pair[i] != NO_RANK {
             queue.push(pair[i], i as u32);
         }
@@ -120,7 +174,7 @@ fn count_long(ranks: &RankMap, piece: &[u8]) -> usize {
         parts -= 1;
 
         pair[i] = if new_end < n {
-            rank(ranks, &piece[i..end[new_end] as usize])
+            ranks.rank(&piece[i..end[new_end] as usize])
         } else {
             NO_RANK
         };
@@ -129,7 +183,7 @@ fn count_long(ranks: &RankMap, piece: &[u8]) -> usize {
         }
         if i > 0 {
             let p = prev[i] as usize;
-            pair[p] = rank(ranks, &piece[p..new_end]);
+            pair[p] = ranks.rank(&piece[p..new_end]);
             if pair[p] != NO_RANK {
                 queue.push(pair[p], p as u32);
             }
@@ -141,6 +195,8 @@ fn count_long(ranks: &RankMap, piece: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tokens::Encoding;
+    use proptest::prelude::*;
 
     fn toy_ranks() -> RankMap {
         let mut ranks = RankMap::default();
@@ -153,22 +209,51 @@ mod tests {
         ranks
     }
 
+    /// Textbook BPE, as tiktoken writes it: a vector of part boundaries, the lowest
+    /// ranked pair found by a scan and removed by a shift on every merge.
+    fn reference_count(ranks: &RankMap, piece: &[u8]) -> usize {
+        let mut bounds: Vec<usize> = (0..=piece.len()).collect();
+        loop {
+            let best = (0..bounds.len().saturating_sub(2))
+                .map(|i| (ranks.rank(&piece[bounds[i]..bounds[i + 2]]), i))
+                .min();
+            match best {
+                Some((rank, i)) if rank != NO_RANK => {
+                    bounds.remove(i + 1);
+                }
+                _ => return bounds.len() - 1,
+            }
+        }
+    }
+
+    fn every_version(ranks: &RankMap, piece: &[u8]) -> [usize; 4] {
+        let short = if piece.len() < QUEUED_PIECE {
+            count_short(ranks, piece)
+        } else {
+            reference_count(ranks, piece)
+        };
+        [
+            short,
+            count_queued(ranks, piece, HeapQueue::with_capacity(0)),
+            count_long(ranks, piece),
+            count_merged(ranks, piece),
+        ]
+    }
+
     #[test]
     fn merges_lowest_rank_first() {
         let ranks = toy_ranks();
         // "ab" (256) wins over "bc" (257), then "ab"+"c" is "abc".
-        assert_eq!(count_short(&ranks, b"abcd"), 2);
-        assert_eq!(count_long(&ranks, b"abcd"), 2);
+        assert_eq!(every_version(&ranks, b"abcd"), [2; 4]);
         // Leftmost on ties: "aa" "aa" "a" then "aaaa" "a".
-        assert_eq!(count_short(&ranks, b"aaaaa"), 2);
-        assert_eq!(count_long(&ranks, b"aaaaa"), 2);
+        assert_eq!(every_version(&ranks, b"aaaaa"), [2; 4]);
     }
 
     #[test]
-    fn short_and_long_agree() {
+    fn every_version_agrees_on_toy_ranks() {
         let ranks = toy_ranks();
         let mut seed = 7u64;
-        for len in 2..LARGE_PIECE {
+        for len in 2..300 {
             let piece: Vec<u8> = (0..len)
                 .map(|_| {
                     seed = seed
@@ -177,11 +262,29 @@ mod tests {
                     b"abcd"[(seed >> 33) as usize % 4]
                 })
                 .collect();
-            assert_eq!(
-                count_short(&ranks, &piece),
-                count_long(&ranks, &piece),
-                "{piece:?}"
-            );
+            let expected = reference_count(&ranks, &piece);
+            assert_eq!(every_version(&ranks, &piece), [expected; 4], "{piece:?}");
+        }
+    }
+
+    proptest! {
+        /// Every version against the textbook one on real ranks, over text that mixes
+        /// scripts and repeats (the mixes that make the queue versions reorder merges).
+        #[test]
+        fn every_version_agrees_on_real_ranks(
+            words in proptest::collection::vec(
+                prop_oneof![
+                    Just("the"), Just("ing"), Just("สวัสดี"), Just("中文字"),
+                    Just("привет"), Just("aaaa"), Just("=="), Just("é"), Just("🙂")
+                ],
+                1..40,
+            ),
+            name in prop_oneof![Just("cl100k_base"), Just("o200k_base")],
+        ) {
+            let ranks = Encoding::get(name).unwrap().ranks();
+            let piece = words.concat();
+            let expected = reference_count(ranks, piece.as_bytes());
+            prop_assert_eq!(every_version(ranks, piece.as_bytes()), [expected; 4]);
         }
     }
 }

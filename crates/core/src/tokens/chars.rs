@@ -33,7 +33,7 @@ const BLOCK: usize = 256;
 const CODE_POINTS: usize = 0x11_0000;
 
 /// Class bits of every code point, stored as deduplicated 256-entry blocks.
-struct Table {
+pub struct Table {
     block_of: Vec<u16>,
     blocks: Vec<[u8; BLOCK]>,
 }
@@ -81,8 +81,27 @@ fn build_table() -> Table {
     Table { block_of, blocks }
 }
 
-fn table() -> &'static Table {
+/// The table of every code point, built on first use.
+pub fn table() -> &'static Table {
     TABLE.get_or_init(build_table)
+}
+
+impl Table {
+    /// The class bits of one code point.
+    #[inline]
+    pub fn class_of(&self, cp: u32) -> u8 {
+        if cp < 128 {
+            return ASCII[cp as usize];
+        }
+        let block = self.block_of[(cp as usize) / BLOCK] as usize;
+        self.blocks[block][(cp as usize) % BLOCK]
+    }
+}
+
+/// The class bits of an ASCII byte (below 0x80).
+#[inline(always)]
+pub fn ascii_class(byte: u8) -> u8 {
+    ASCII[usize::from(byte & 0x7F)]
 }
 
 const fn ascii_classes() -> [u8; 128] {
@@ -106,17 +125,6 @@ const fn ascii_classes() -> [u8; 128] {
     classes
 }
 
-/// The class bits of one code point.
-#[inline]
-pub fn class_of(cp: u32) -> u8 {
-    if cp < 128 {
-        return ASCII[cp as usize];
-    }
-    let table = table();
-    let block = table.block_of[(cp as usize) / BLOCK] as usize;
-    table.blocks[block][(cp as usize) % BLOCK]
-}
-
 /// Builds the tables now, so that the first count does not pay for it.
 pub fn warm_up() {
     table();
@@ -125,6 +133,10 @@ pub fn warm_up() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn class_of(cp: u32) -> u8 {
+        table().class_of(cp)
+    }
 
     #[test]
     fn ascii_classes() {

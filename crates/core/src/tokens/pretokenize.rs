@@ -15,7 +15,7 @@
 //! `\p{N}{1,3}`, ` ?[^\s\p{L}\p{N}]+[\r\n/]*`, `\s*[\r\n]+`, `\s+(?!\S)`, `\s+`
 //! with UPPER = `\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}` and LOWER = `\p{Ll}\p{Lm}\p{Lo}\p{M}`.
 
-use super::chars::{class_of, LETTER, LOWER, NUMBER, SPACE, UPPER};
+use super::chars::{self, ascii_class, Table, LETTER, LOWER, NUMBER, SPACE, UPPER};
 
 /// Which of the two patterns splits the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,26 +89,47 @@ fn decode(text: &[u8], pos: usize) -> (u32, usize) {
 struct Scanner<'a> {
     text: &'a [u8],
     hit_end: bool,
+    classes: &'static Table,
 }
 
 impl Scanner<'_> {
-    #[inline]
+    /// The character at `pos`. Inlined everywhere: every decision of the splitter reads
+    /// characters, and for ASCII this is one table lookup.
+    #[inline(always)]
     fn at(&mut self, pos: usize) -> Option<Ch> {
-        if pos >= self.text.len() {
+        let Some(&byte) = self.text.get(pos) else {
             self.hit_end = true;
             return None;
+        };
+        if byte < 0x80 {
+            return Some(Ch {
+                cp: u32::from(byte),
+                len: 1,
+                class: ascii_class(byte),
+            });
         }
         let (cp, len) = decode(self.text, pos);
         Some(Ch {
             cp,
             len,
-            class: class_of(cp),
+            class: self.classes.class_of(cp),
         })
     }
 
     /// End of the longest run of characters with any of `bits`, from `pos`.
     #[inline]
     fn run_end(&mut self, mut pos: usize, bits: u8) -> usize {
+        // ASCII bytes first, without decoding; the general loop takes over at the first
+        // other byte and at the end of the text (where it notes that the end was seen).
+        while let Some(&byte) = self.text.get(pos) {
+            if byte >= 0x80 {
+                break;
+            }
+            if ascii_class(byte) & bits == 0 {
+                return pos;
+            }
+            pos += 1;
+        }
         while let Some(ch) = self.at(pos) {
             if !ch.is(bits) {
                 break;
@@ -377,6 +398,7 @@ impl<'a> Pieces<'a> {
             scanner: Scanner {
                 text: text.as_bytes(),
                 hit_end: false,
+                classes: chars::table(),
             },
             pattern,
             pos: 0,
