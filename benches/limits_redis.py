@@ -31,6 +31,10 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+# benches/limits.py has the name of the library measured here: drop this folder from the
+# import path, or ``import limits`` would import that script.
+sys.path.remove(str(Path(__file__).resolve().parent))
+
 from limits import RateLimitItemPerDay, RateLimitItemPerMinute
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter, RateLimiter

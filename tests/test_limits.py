@@ -191,6 +191,55 @@ def test_expiry_also_happens_during_admissions(clock: ManualClock) -> None:
     assert limiter.outstanding() == 64
 
 
+def test_expire_overdue_settles_only_overdue_reservations_up_to_a_bound(
+    clock: ManualClock,
+) -> None:
+    limiter = Limiter(
+        [{"scope": "key", "concurrency": 10, "budget": {"usd": 100, "per": "day"}}],
+        clock=clock,
+        reservation_ttl=10.0,
+    )
+    for i in range(5):
+        limiter.admit(RequestContext(key=f"k{i}", cost_usd=1.0))
+    clock.advance(5.0)
+    fresh = limiter.admit(RequestContext(key="k0", cost_usd=1.0))
+    assert limiter.expire_overdue() == 0
+    clock.advance(5.0)
+    assert limiter.expire_overdue(max_reservations=3) == 3
+    assert limiter.expire_overdue() == 2
+    assert limiter.expired_total() == 5
+    assert limiter.outstanding() == 1
+    # The expired ones were charged what they reserved; the fresh one still holds its slot.
+    entries = {e["scope_value"]: e for e in limiter.snapshot()[0]["entries"]}
+    assert entries["k0"]["in_flight"] == 1
+    assert entries["k0"]["budget"]["spent_usd"] == pytest.approx(1.0)
+    assert entries["k0"]["budget"]["reserved_usd"] == pytest.approx(1.0)
+    assert entries["k4"]["budget"]["spent_usd"] == pytest.approx(1.0)
+    assert limiter.settle(fresh.handle, 0, 0, 0.5)
+
+
+def test_concurrency_refusal_waits_for_the_expected_end_of_a_request(clock: ManualClock) -> None:
+    limiter = Limiter([{"scope": "team", "concurrency": 2}], clock=clock)
+    first = limiter.admit(RequestContext(team="t"))
+    second = limiter.admit(RequestContext(team="t"))
+    refused = limiter.admit(RequestContext(team="t")).refusal
+    # No request has finished yet: nothing to learn a duration from, so the shortest hint.
+    assert refused is not None
+    assert refused.code == "concurrency_limit_exceeded"
+    assert refused.retry_after == pytest.approx(1.0)
+    clock.advance(8.0)
+    limiter.settle(first.handle)
+    limiter.settle(second.handle)
+    held = [limiter.admit(RequestContext(team="t")) for _ in range(2)]
+    refused = limiter.admit(RequestContext(team="t")).refusal
+    # Requests last 8 s; with two in flight one ends every 4 s on average.
+    assert refused is not None
+    assert refused.retry_after == pytest.approx(4.0)
+    assert "Retry after 4.000 s" in refused.message
+    for admission in held:
+        limiter.settle(admission.handle)
+
+
 def test_shadow_limits_record_but_never_refuse(clock: ManualClock) -> None:
     limiter = Limiter(
         [{"scope": "user", "requests_per_minute": 60, "burst": 1, "mode": "shadow"}], clock=clock
@@ -418,5 +467,8 @@ def test_prometheus_shows_spend_remaining_budget_and_refusals(clock: ManualClock
         'aiofast_limit_refusals_total{kind="requests",limit="user-rpm",mode="enforce",scope="user"}'
         " 1.0" in text
     )
+    assert "aiofast_limit_reservations_expired_total 0.0" in text
     report = usage_report(limiter)
+    assert report["reservations_outstanding"] == 0
+    assert report["reservations_expired"] == 0
     assert report["limits"][0]["entries"][0]["budget"]["spent_usd"] == pytest.approx(0.75)

@@ -13,6 +13,7 @@ import pytest
 from aiofast.auth import digest
 from aiofast.errors import ConfigError
 from aiofast.limits import RequestContext
+from aiofast.limits import stage as limits_stage
 from gateway_support import chat, running, simulated_policy
 
 ALICE, ADMIN = "sk-alice-limits-test", "sk-admin-limits-test"
@@ -190,6 +191,44 @@ async def test_shadow_limits_never_refuse_but_are_counted() -> None:
         'aiofast_limit_refusals_total{kind="requests",limit="trial",mode="shadow",scope="user"} 2.0'
         in metrics.decode()
     )
+
+
+async def test_unsettled_reservations_expire_in_the_background(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(limits_stage, "EXPIRE_EVERY_S", 0.05)
+    policy = _policy(
+        [
+            {
+                "name": "team-day",
+                "scope": "team",
+                "concurrency": 1,
+                "budget": {"usd": 5, "per": "day"},
+            }
+        ],
+        limiter={"reservation_ttl_seconds": 0.2},
+    )
+    async with running(policy) as gateway:
+        engine = gateway.pipeline.stages.limiter.limiter  # type: ignore[attr-defined]
+        # A handler that admitted and crashed before settling: nothing else touches the team.
+        lost = engine.admit(RequestContext(team="search", cost_usd=0.25))
+        assert lost.admitted
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if engine.outstanding() == 0:
+                break
+        _, _, usage = await gateway.get("/aiofast/usage", {"Authorization": f"Bearer {ADMIN}"})
+        _, _, metrics = await gateway.get("/aiofast/metrics")
+        # The slot it held is free again: a real request passes.
+        status, _, _ = await gateway.post("/v1/chat/completions", chat(), BEARER)
+    report = orjson.loads(usage)["limits"]
+    assert report["reservations_expired"] == 1
+    entry = report["limits"][0]["entries"][0]
+    assert entry["in_flight"] == 0
+    assert entry["budget"]["reserved_usd"] == 0
+    assert entry["budget"]["spent_usd"] == pytest.approx(0.25)
+    assert "aiofast_limit_reservations_expired_total 1.0" in metrics.decode()
+    assert status == 200
 
 
 def test_policy_errors_in_limits_name_the_key() -> None:

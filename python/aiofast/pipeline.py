@@ -56,7 +56,7 @@ from aiofast.cache import CACHE_HEADER, CachedResponse, ResponseCache
 from aiofast.context import Candidate, RequestContext
 from aiofast.guard_stage import FINDINGS, PolicyGuard
 from aiofast.ledger import Ledger, UsageEvent
-from aiofast.limits.stage import limits_stage
+from aiofast.limits.stage import LimitsStage, limits_stage
 from aiofast.parsing import API_CHAT, API_EMBEDDINGS, API_MESSAGES
 from aiofast.policy import DeploymentPolicy, Policy
 from aiofast.prices import Cost, PriceTable, cost
@@ -148,6 +148,8 @@ class Pipeline:
         if self._started:
             return
         self.ledger.start()
+        if isinstance(self.stages.limiter, LimitsStage):
+            self.stages.limiter.start()
         await self.upstreams.start()
         if self.shared is not None:
             await self.shared.start()
@@ -160,6 +162,8 @@ class Pipeline:
         if not self._started:
             return
         self._started = False
+        if isinstance(self.stages.limiter, LimitsStage):
+            await self.stages.limiter.close()
         await self.upstreams.close()
         if self.shared is not None:
             await self.shared.close()

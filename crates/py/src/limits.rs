@@ -11,7 +11,7 @@ use aiofast_core::limits::{
 };
 use aiofast_core::Error;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
 
 use crate::errors::to_py;
 
@@ -243,24 +243,32 @@ impl Refusal {
 }
 
 /// The answer to `Limiter.admit`.
+///
+/// `admitted` and `handle` are read on every request, so they are stored as Python objects
+/// that the interpreter reads straight from the instance, without a call into Rust.
 #[pyclass(module = "aiofast._core", frozen)]
 pub struct Admission {
+    /// True when no enforced limit refused the request.
+    #[pyo3(get)]
+    admitted: Py<PyBool>,
+    /// Pass to `Limiter.settle`; 0 when the request holds nothing that needs settling.
+    #[pyo3(get)]
+    handle: Py<PyInt>,
     inner: core::Admission,
+}
+
+impl Admission {
+    fn new(py: Python<'_>, inner: core::Admission) -> Self {
+        Self {
+            admitted: PyBool::new(py, inner.admitted()).to_owned().unbind(),
+            handle: PyInt::new(py, inner.handle).unbind(),
+            inner,
+        }
+    }
 }
 
 #[pymethods]
 impl Admission {
-    #[getter]
-    fn admitted(&self) -> bool {
-        self.inner.admitted()
-    }
-
-    /// Pass to `Limiter.settle`; 0 when nothing needs settling.
-    #[getter]
-    fn handle(&self) -> u64 {
-        self.inner.handle
-    }
-
     #[getter]
     fn refusal(&self) -> Option<Refusal> {
         self.inner.refusal.as_deref().map(|inner| Refusal {
@@ -456,7 +464,7 @@ impl Limiter {
             cost_nano: usd_to_nano_ceil(ctx.cost_usd),
         };
         let inner = self.inner.admit(&request).map_err(to_py)?;
-        Ok(Admission { inner })
+        Ok(Admission::new(py, inner))
     }
 
     /// Swaps a reservation for what the request really used; False if already settled.
@@ -478,8 +486,21 @@ impl Limiter {
     }
 
     /// Expires overdue reservations and forgets idle scope values: (expired, evicted).
-    fn sweep(&self) -> PyResult<(usize, usize)> {
-        self.inner.sweep().map_err(to_py)
+    /// Visits every scope value, so it runs without the GIL.
+    fn sweep(&self, py: Python<'_>) -> PyResult<(usize, usize)> {
+        py.detach(|| self.inner.sweep()).map_err(to_py)
+    }
+
+    /// Settles up to `max_reservations` reservations past their time to live at their
+    /// reserved amount; returns how many. Visits only overdue reservations.
+    #[pyo3(signature = (max_reservations = 10_000))]
+    fn expire_overdue(&self, max_reservations: usize) -> PyResult<usize> {
+        self.inner.expire_overdue(max_reservations).map_err(to_py)
+    }
+
+    /// Reservations expired unsettled since the limiter was built.
+    fn expired_total(&self) -> u64 {
+        self.inner.expired_total()
     }
 
     /// Scope values held in memory over all limits.

@@ -61,6 +61,11 @@ class LimitsCollector(Collector):
         in_flight = GaugeMetricFamily(
             "aiofast_limit_in_flight", "Requests in flight", labels=value_labels
         )
+        expired = CounterMetricFamily(
+            "aiofast_limit_reservations_expired",
+            "Reservations never settled, settled at their reserved amount after their time to live",
+        )
+        expired.add_metric([], self._limiter.expired_total())
         for view in self._limiter.snapshot(self._max_series):
             name, scope = view["name"], view["scope"]
             for kind, counts in view["refusals"].items():
@@ -78,10 +83,15 @@ class LimitsCollector(Collector):
                     spent.add_metric(labels, budget["spent_usd"])
                     reserved.add_metric(labels, budget["reserved_usd"])
                     remaining.add_metric(labels, budget["remaining_usd"])
-        yield from (refusals, keys, spent_total, spent, reserved, remaining, in_flight)
+        yield from (refusals, expired, keys, spent_total, spent, reserved, remaining, in_flight)
 
 
 def usage_report(limiter: Limiter, *, max_entries: int = 1000) -> dict[str, Any]:
     """The limits part of ``/aiofast/usage``: per limit its refusals, total spend and up to
     ``max_entries`` scope values with their budget and headroom (JSON-ready)."""
-    return {"limits": limiter.snapshot(max_entries), "max_entries_per_limit": max_entries}
+    return {
+        "limits": limiter.snapshot(max_entries),
+        "max_entries_per_limit": max_entries,
+        "reservations_expired": limiter.expired_total(),
+        "reservations_outstanding": limiter.outstanding(),
+    }

@@ -11,7 +11,13 @@ routing stage, and the smallest remaining budget in ``"limits.budget_remaining_u
 
 Settlement runs once per admitted request, also after upstream errors and client
 disconnects, at the cost the provider reported (or the gateway counted); a failed call
-with no usage settles at zero cost.
+with no usage settles at zero cost. An admission that reserved nothing (handle 0: only
+request rates applied) has nothing to settle and is not passed to the limiter again.
+
+While the gateway runs, a background task settles reservations that outlived the
+limiter's ``reservation_ttl`` (a handler that crashed, a stream nobody finished) at their
+reserved amount within about a second, logs how many, and once a minute forgets idle scope
+values off the event loop, so neither waits for a later request of the same scope.
 
 With ``[redis]`` the decisions are made by the shared limiter of
 :mod:`aiofast.stores.shared_limits`; otherwise by one in-process :class:`Limiter`.
@@ -40,6 +46,10 @@ __all__ = ["LimitsStage", "limits_stage"]
 logger = logging.getLogger("aiofast.limits")
 
 _HANDLE = "limits.handle"
+# How often overdue reservations are expired (cheap: only overdue ones are visited), and
+# how often idle scope values are evicted (visits every value, so in a thread).
+EXPIRE_EVERY_S = 1.0
+EVICT_EVERY_S = 60.0
 DOWNGRADE = "limits.downgrade"
 DOWNGRADE_TO = "limits.downgrade_to"
 BUDGET_REMAINING = "limits.budget_remaining_usd"
@@ -64,6 +74,19 @@ class LimitsStage:
         self._default_tier = policy.server.default_tier
         # Settles through Redis run as tasks (settle is synchronous); kept until done.
         self._pending: set[asyncio.Task[bool]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Starts the background expiry of overdue reservations (in-process limiter only;
+        the Redis store expires its reservations itself). Call from the running loop."""
+        if self._sweeper is None and isinstance(self.limiter, Limiter):
+            self._sweeper = asyncio.create_task(_sweep_forever(self.limiter))
+
+    async def close(self) -> None:
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
 
     async def admit(self, ctx: RequestContext) -> None:
         request = self.request_of(ctx)
@@ -99,7 +122,7 @@ class LimitsStage:
 
     def settle(self, ctx: RequestContext) -> None:
         handle = ctx.state.pop(_HANDLE, None)
-        if handle is None:
+        if not handle:
             return
         # Every answer the request billed, a cascade's superseded one included.
         charge = ctx.total_cost
@@ -164,6 +187,29 @@ def limits_stage(
     """The stage for ``policy.limits`` (shared through Redis when ``shared`` is given), or
     None when the policy has no limits."""
     return LimitsStage(policy, prices, shared) if policy.limits else None
+
+
+async def _sweep_forever(limiter: Limiter) -> None:
+    """Expires overdue reservations every second and evicts idle values every minute."""
+    loop = asyncio.get_running_loop()
+    next_eviction = loop.time() + EVICT_EVERY_S
+    while True:
+        await asyncio.sleep(EXPIRE_EVERY_S)
+        try:
+            expired = limiter.expire_overdue()
+            if expired:
+                logger.warning(
+                    "%d reservations were never settled and expired at their reserved amount "
+                    "(handlers that failed or streams left unfinished)",
+                    expired,
+                )
+            if loop.time() >= next_eviction:
+                next_eviction = loop.time() + EVICT_EVERY_S
+                await asyncio.to_thread(limiter.sweep)
+        except Exception:
+            # A sweep that fails must not stop the next one; admissions expire and evict
+            # on their own meanwhile.
+            logger.exception("limits: background sweep failed")
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:

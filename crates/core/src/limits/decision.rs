@@ -66,9 +66,19 @@ impl RefusalCode {
     }
 }
 
-/// How long a refused request should wait when only concurrency refused it: no meter can
-/// say when an in-flight request ends, so this is a hint.
-pub const CONCURRENCY_RETRY_NS: u64 = 1_000_000_000;
+/// The wait suggested to a request refused for concurrency before any request of its limit
+/// has finished to learn a duration from: one second, the shortest `Retry-After` there is.
+pub const CONCURRENCY_RETRY_FALLBACK_NS: u64 = 1_000_000_000;
+
+/// The expected wait for a free slot. With `in_flight` requests that last `mean_hold_ns` on
+/// average and started at unrelated moments, one of them ends every `mean_hold_ns /
+/// in_flight` on average; that is when a retry can expect to find room.
+pub fn concurrency_wait_ns(mean_hold_ns: Option<u64>, in_flight: u32) -> u64 {
+    match mean_hold_ns {
+        Some(mean) => (mean / u64::from(in_flight.max(1))).max(1),
+        None => CONCURRENCY_RETRY_FALLBACK_NS,
+    }
+}
 
 /// A refusal by one meter of one limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +118,9 @@ pub struct Ask<'a> {
     pub tokens: u64,
     pub cost: u64,
     pub budget_now: Option<&'a BudgetNow>,
+    /// How long requests of this limit have stayed in flight on average, once one has
+    /// settled; sizes the wait suggested on a concurrency refusal.
+    pub mean_hold_ns: Option<u64>,
 }
 
 /// Decides one limit for one scope value; `state` is only rolled to the current period.
@@ -141,7 +154,7 @@ pub fn decide(spec: &LimitSpec, state: &mut ScopeState, ask: &Ask<'_>) -> Decisi
             refuse(Verdict {
                 kind: LimitKind::Concurrency,
                 code: RefusalCode::ConcurrencyLimitExceeded,
-                retry_after_ns: Some(CONCURRENCY_RETRY_NS),
+                retry_after_ns: Some(concurrency_wait_ns(ask.mean_hold_ns, state.in_flight)),
             });
         }
     }

@@ -24,6 +24,10 @@ use crate::{Error, Result};
 /// never lands on a single request; `Limiter::sweep` clears the rest.
 const EXPIRE_PER_ADMIT: usize = 4;
 
+/// Weight of the newest duration in the running average of time in flight, as a shift:
+/// 1/8, so one slow request moves the estimate but a handful of them are needed to set it.
+const HOLD_EWMA_SHIFT: u32 = 3;
+
 /// One limit with its state and counters.
 #[derive(Debug)]
 struct Compiled {
@@ -31,6 +35,33 @@ struct Compiled {
     store: Store,
     /// Refusals by [mode][kind]; shadow refusals are what enforcing would have refused.
     refusals: [[AtomicU64; 4]; 2],
+    /// Running average of how long settled requests stayed in flight (0 until the first),
+    /// kept only for limits with a concurrency cap.
+    mean_hold_ns: AtomicU64,
+}
+
+impl Compiled {
+    fn mean_hold_ns(&self) -> Option<u64> {
+        match self.mean_hold_ns.load(Ordering::Relaxed) {
+            0 => None,
+            mean => Some(mean),
+        }
+    }
+
+    /// Folds one request's time in flight into the average. Two settlements racing may
+    /// lose one sample; an estimate does not need every one.
+    fn observe_hold(&self, held_ns: u64) {
+        let held_ns = held_ns.max(1);
+        let mean = match self.mean_hold_ns.load(Ordering::Relaxed) {
+            0 => held_ns,
+            mean => {
+                let mean = i128::from(mean);
+                let delta = (i128::from(held_ns) - mean) >> HOLD_EWMA_SHIFT;
+                u64::try_from(mean + delta).unwrap_or(1).max(1)
+            }
+        };
+        self.mean_hold_ns.store(mean, Ordering::Relaxed);
+    }
 }
 
 /// The headroom one meter has left, for `x-ratelimit-*` headers.
@@ -177,9 +208,19 @@ pub struct Limiter {
     clock: Arc<dyn Clock>,
     reservations: Reservations,
     reservation_ttl_ns: u64,
+    /// Reservations settled at their reserved amount because nobody settled them in time.
+    expired: AtomicU64,
 }
 
-type Applicable<'a> = SmallVec<[(usize, Hashed<'a>, Option<BudgetNow>); 8]>;
+/// One limit that applies to the request being admitted.
+struct Step<'a> {
+    limit: usize,
+    key: Hashed<'a>,
+    budget_now: Option<BudgetNow>,
+}
+
+/// Most requests meet one to four limits; more spill to the heap.
+type Steps<'a> = SmallVec<[Step<'a>; 4]>;
 
 impl Limiter {
     /// `reservation_ttl_ns`: how long an unsettled reservation lives before it is settled
@@ -201,6 +242,7 @@ impl Limiter {
                 spec,
                 store: Store::new(),
                 refusals: Default::default(),
+                mean_hold_ns: AtomicU64::new(0),
             });
         }
         Ok(Self {
@@ -208,6 +250,7 @@ impl Limiter {
             clock,
             reservations: Reservations::new(),
             reservation_ttl_ns,
+            expired: AtomicU64::new(0),
         })
     }
 
@@ -218,37 +261,42 @@ impl Limiter {
     /// Decides a request against every limit that applies to it.
     pub fn admit(&self, request: &Request<'_>) -> Result<Admission> {
         let now = self.clock.monotonic_ns();
-        let mut applicable: Applicable<'_> = SmallVec::new();
-        for (i, limit) in self.limits.iter().enumerate() {
-            if let Some(value) = limit.spec.applies_to(&request.scopes) {
-                let budget_now = self.budget_now(&limit.spec, now)?;
-                applicable.push((i, limit.store.hash(value), budget_now));
+        let mut steps: Steps<'_> = SmallVec::new();
+        for (limit, compiled) in self.limits.iter().enumerate() {
+            if let Some(value) = compiled.spec.applies_to(&request.scopes) {
+                steps.push(Step {
+                    limit,
+                    key: compiled.store.hash(value),
+                    budget_now: self.budget_now(&compiled.spec, now)?,
+                });
             }
         }
 
         // Lock in limit order, then decide everything before changing anything.
-        let mut guards: SmallVec<[MutexGuard<'_, Shard>; 8]> = applicable
+        let mut guards: SmallVec<[MutexGuard<'_, Shard>; 4]> = steps
             .iter()
-            .map(|&(i, value, _)| self.limits[i].store.lock(value))
+            .map(|step| self.limits[step.limit].store.lock(step.key))
             .collect();
-        let mut slots: SmallVec<[&mut Slot; 8]> = guards
+        let mut slots: SmallVec<[&mut Slot; 4]> = guards
             .iter_mut()
-            .zip(&applicable)
-            .map(|(shard, (_, value, budget_now))| {
-                shard.entry(*value, |s| s.is_idle(now, budget_now.as_ref()))
+            .zip(&steps)
+            .map(|(shard, step)| {
+                shard.entry(step.key, |s| s.is_idle(now, step.budget_now.as_ref()))
             })
             .collect();
-        let decisions: SmallVec<[Decision; 8]> = slots
+        let decisions: SmallVec<[Decision; 4]> = slots
             .iter_mut()
-            .zip(&applicable)
-            .map(|(slot, (i, _, budget_now))| {
+            .zip(&steps)
+            .map(|(slot, step)| {
+                let compiled = &self.limits[step.limit];
                 let ask = Ask {
                     now,
                     tokens: request.tokens,
                     cost: request.cost_nano,
-                    budget_now: budget_now.as_ref(),
+                    budget_now: step.budget_now.as_ref(),
+                    mean_hold_ns: compiled.mean_hold_ns(),
                 };
-                decision::decide(&self.limits[*i].spec, &mut slot.1, &ask)
+                decision::decide(&compiled.spec, &mut slot.1, &ask)
             })
             .collect();
 
@@ -262,41 +310,41 @@ impl Limiter {
             budget_remaining_nano: None,
         };
         let mut worst: Option<(usize, Verdict)> = None;
-        for (slot, d) in decisions.iter().enumerate() {
+        for (at, d) in decisions.iter().enumerate() {
             let Some(verdict) = d.refusal else { continue };
-            let (i, value, _) = applicable[slot];
-            let limit = &self.limits[i];
+            let step = &steps[at];
+            let limit = &self.limits[step.limit];
             limit.refusals[mode_index(limit.spec.mode)][verdict.kind.index()]
                 .fetch_add(1, Ordering::Relaxed);
             match limit.spec.mode {
-                Mode::Shadow => {
-                    admission
-                        .shadow_refusals
-                        .push(self.refusal(i, value.key(), verdict))
-                }
+                Mode::Shadow => admission.shadow_refusals.push(self.refusal(
+                    step.limit,
+                    step.key.key(),
+                    verdict,
+                )),
                 Mode::Enforce => {
                     worst = Some(match worst {
                         Some((j, w)) if w.worse(verdict) == w => (j, w),
-                        _ => (slot, verdict),
+                        _ => (at, verdict),
                     });
                 }
             }
         }
         let admitted = worst.is_none();
-        if let Some((slot, verdict)) = worst {
-            let (i, value, _) = applicable[slot];
-            admission.refusal = Some(Box::new(self.refusal(i, value.key(), verdict)));
+        if let Some((at, verdict)) = worst {
+            let step = &steps[at];
+            admission.refusal = Some(Box::new(self.refusal(step.limit, step.key.key(), verdict)));
         }
 
         let mut held: SmallVec<[Held; 4]> = SmallVec::new();
-        for ((entry, &(i, _, _)), d) in slots.iter_mut().zip(&applicable).zip(&decisions) {
-            let spec = &self.limits[i].spec;
+        for ((entry, step), d) in slots.iter_mut().zip(&steps).zip(&decisions) {
+            let spec = &self.limits[step.limit].spec;
             let (key, state) = (&entry.0, &mut entry.1);
             if admitted && d.refusal.is_none() {
                 decision::commit(spec, state, d, now, request.cost_nano);
                 if spec.tokens.is_some() || spec.concurrency.is_some() || spec.budget.is_some() {
                     held.push(Held {
-                        spec: i as u32,
+                        spec: step.limit as u32,
                         key: Arc::clone(key),
                         tokens_mark: state.tokens_charged_ns,
                     });
@@ -305,19 +353,8 @@ impl Limiter {
                     admission.downgrade_to = spec.downgrade_to.clone();
                 }
             }
-            if let (Mode::Enforce, Some(budget), Some(held)) =
-                (spec.mode, &spec.budget, &state.budget)
-            {
-                let left = budget
-                    .limit_nano()
-                    .saturating_sub(held.spent().saturating_add(held.reserved()));
-                admission.budget_remaining_nano = Some(
-                    admission
-                        .budget_remaining_nano
-                        .map_or(left, |l| l.min(left)),
-                );
-            }
             if spec.mode == Mode::Enforce {
+                note_budget(&mut admission, spec, state);
                 self.note_headroom(
                     &mut admission,
                     spec,
@@ -332,6 +369,7 @@ impl Limiter {
 
         if !held.is_empty() {
             admission.handle = self.reservations.insert(Reservation {
+                admitted_ns: now,
                 deadline_ns: now.saturating_add(self.reservation_ttl_ns),
                 tokens: request.tokens,
                 cost: request.cost_nano,
@@ -354,14 +392,38 @@ impl Limiter {
         let Some(reservation) = self.reservations.take(handle) else {
             return Ok(false);
         };
-        self.release(&reservation, actual)?;
+        let now = self.release(&reservation, actual)?;
+        let held_ns = now.saturating_sub(reservation.admitted_ns);
+        for held in &reservation.held {
+            let limit = &self.limits[held.spec as usize];
+            if limit.spec.concurrency.is_some() {
+                limit.observe_hold(held_ns);
+            }
+        }
         Ok(true)
+    }
+
+    /// Settles up to `max` reservations whose time to live has passed, at their reserved
+    /// amount; returns how many. Cheap enough to run every second: the deadlines are kept in
+    /// order, so only overdue reservations are visited.
+    pub fn expire_overdue(&self, max: usize) -> Result<usize> {
+        let now = self.clock.monotonic_ns();
+        let expired = self.reservations.take_some_expired(now, max);
+        let count = expired.len();
+        self.expire(expired)?;
+        Ok(count)
+    }
+
+    /// Reservations settled at their reserved amount because they outlived their time to
+    /// live (a crashed handler, a cancelled stream), since the limiter was built.
+    pub fn expired_total(&self) -> u64 {
+        self.expired.load(Ordering::Relaxed)
     }
 
     /// Expires every overdue reservation and drops idle state; returns (expired, evicted).
     pub fn sweep(&self) -> Result<(usize, usize)> {
         let now = self.clock.monotonic_ns();
-        let expired = self.reservations.take_all_expired(now);
+        let expired = self.reservations.take_some_expired(now, usize::MAX);
         let count = expired.len();
         self.expire(expired)?;
         let mut evicted = 0;
@@ -478,6 +540,8 @@ impl Limiter {
     }
 
     fn expire(&self, expired: Vec<Reservation>) -> Result<()> {
+        self.expired
+            .fetch_add(expired.len() as u64, Ordering::Relaxed);
         for reservation in expired {
             let actual = Actual {
                 tokens: reservation.tokens,
@@ -488,7 +552,8 @@ impl Limiter {
         Ok(())
     }
 
-    fn release(&self, reservation: &Reservation, actual: Actual) -> Result<()> {
+    /// Gives back what `reservation` held; returns the time it did so.
+    fn release(&self, reservation: &Reservation, actual: Actual) -> Result<u64> {
         let now = self.clock.monotonic_ns();
         for held in &reservation.held {
             let limit = &self.limits[held.spec as usize];
@@ -504,8 +569,23 @@ impl Limiter {
             let (_, state) = shard.entry(key, |s| s.is_idle(now, budget_now.as_ref()));
             decision::release(&limit.spec, state, held, &usage, now, budget_now.as_ref());
         }
-        Ok(())
+        Ok(now)
     }
+}
+
+/// Lowers the admission's remaining budget to what this limit's budget has left.
+fn note_budget(admission: &mut Admission, spec: &LimitSpec, state: &decision::ScopeState) {
+    let (Some(budget), Some(held)) = (&spec.budget, &state.budget) else {
+        return;
+    };
+    let left = budget
+        .limit_nano()
+        .saturating_sub(held.spent().saturating_add(held.reserved()));
+    admission.budget_remaining_nano = Some(
+        admission
+            .budget_remaining_nano
+            .map_or(left, |l| l.min(left)),
+    );
 }
 
 fn mode_index(mode: Mode) -> usize {

@@ -20,6 +20,8 @@ const SHARDS: usize = 16;
 /// What an admitted request holds, and what it reserved.
 #[derive(Debug, Clone)]
 pub struct Reservation {
+    /// When the request was admitted, to learn how long requests stay in flight.
+    pub admitted_ns: u64,
     pub deadline_ns: u64,
     pub tokens: u64,
     pub cost: u64,
@@ -87,11 +89,16 @@ impl Reservations {
         take_expired(&mut self.shard(handle).lock(), now, max)
     }
 
-    /// Removes every reservation whose deadline has passed.
-    pub fn take_all_expired(&self, now: u64) -> Vec<Reservation> {
+    /// Removes up to `max` reservations whose deadline has passed, visiting the shards in
+    /// turn.
+    pub fn take_some_expired(&self, now: u64, max: usize) -> Vec<Reservation> {
         let mut expired = Vec::new();
         for shard in self.shards.iter() {
-            expired.extend(take_expired(&mut shard.lock(), now, usize::MAX));
+            let room = max - expired.len();
+            if room == 0 {
+                break;
+            }
+            expired.extend(take_expired(&mut shard.lock(), now, room));
         }
         expired
     }

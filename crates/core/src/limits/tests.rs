@@ -270,3 +270,47 @@ fn idle_keys_are_evicted_as_shards_grow() {
     limiter.sweep().unwrap();
     assert_eq!(limiter.key_count(), 0);
 }
+
+#[test]
+fn a_concurrency_refusal_suggests_the_mean_time_in_flight_over_the_requests_in_flight() {
+    let clock = Arc::new(ManualClock::new(0, 0));
+    let mut s = spec(ScopeKind::Key);
+    s.concurrency = Some(2);
+    let limiter = limiter(vec![s], &clock);
+    let retry_after = |limiter: &Limiter| {
+        let admission = limiter.admit(&request("k", 0, 0)).unwrap();
+        admission.refusal.unwrap().retry_after_ns
+    };
+    let first = limiter.admit(&request("k", 0, 0)).unwrap();
+    let second = limiter.admit(&request("k", 0, 0)).unwrap();
+    assert_eq!(retry_after(&limiter), Some(SECOND));
+    clock.advance(6 * SECOND);
+    assert!(limiter.settle(first.handle, Actual::default()).unwrap());
+    clock.advance(8 * SECOND);
+    assert!(limiter.settle(second.handle, Actual::default()).unwrap());
+    // Durations 6 s then 14 s: the running average moves an eighth of the way, to 7 s.
+    limiter.admit(&request("k", 0, 0)).unwrap();
+    limiter.admit(&request("k", 0, 0)).unwrap();
+    assert_eq!(retry_after(&limiter), Some(7 * SECOND / 2));
+}
+
+#[test]
+fn expiring_overdue_reservations_is_bounded_and_counted() {
+    let clock = Arc::new(ManualClock::new(0, 0));
+    let mut s = spec(ScopeKind::Key);
+    s.concurrency = Some(100);
+    let limiter = Limiter::new(vec![s], clock.clone(), 10 * SECOND).unwrap();
+    for _ in 0..40 {
+        limiter.admit(&request("k", 0, 0)).unwrap();
+    }
+    assert_eq!(limiter.expire_overdue(usize::MAX).unwrap(), 0);
+    clock.advance(10 * SECOND);
+    assert_eq!(limiter.expire_overdue(25).unwrap(), 25);
+    assert_eq!(limiter.expire_overdue(usize::MAX).unwrap(), 15);
+    assert_eq!(limiter.expired_total(), 40);
+    assert_eq!(limiter.outstanding(), 0);
+    assert_eq!(
+        limiter.snapshot(1).unwrap()[0].entries[0].in_flight,
+        Some(0)
+    );
+}
