@@ -213,7 +213,7 @@ def main() -> None:
             ratio = row["ratio"].get(name)
             shown = "" if ratio is None else f"{ratio:>8.2f}x"
             print(f"{label:<22}{name:<30}{rate:>14,.0f}{1e9 / rate:>13,.0f}{shown:>9}")
-    print("ratio: aiofast (context built once per key) over the implementation, per round")
+    print("(ratio column: aiofast, context built once per key, over the row; median of rounds)")
     RESULTS.mkdir(exist_ok=True)
     report = {
         "bench": "limits",

@@ -134,6 +134,25 @@ def test_daily_budget_retries_after_local_midnight() -> None:
     assert limiter.admit(RequestContext(team="t", cost_usd=0.01)).admitted
 
 
+def test_daily_budget_on_a_23_hour_day_resets_at_the_next_local_midnight() -> None:
+    # 2026-03-29 in Berlin: clocks jump from 02:00 to 03:00, so the day has 23 hours.
+    zone = "Europe/Berlin"
+    clock = ManualClock(wall=at("2026-03-29T00:30:00", zone))
+    limiter = Limiter(
+        [{"scope": "team", "budget": {"usd": 1, "per": "day", "time_zone": zone}}], clock=clock
+    )
+    limiter.settle(limiter.admit(RequestContext(team="t", cost_usd=1.0)).handle, 0, 0, 1.0)
+    refused = limiter.admit(RequestContext(team="t", cost_usd=0.01)).refusal
+    assert refused is not None
+    until_midnight = at("2026-03-30T00:00:00", zone) - at("2026-03-29T00:30:00", zone)
+    assert until_midnight == 22.5 * 3600
+    assert refused.retry_after == pytest.approx(until_midnight)
+    clock.advance(until_midnight - 1.0)
+    assert not limiter.admit(RequestContext(team="t", cost_usd=0.01)).admitted
+    clock.advance(1.0)
+    assert limiter.admit(RequestContext(team="t", cost_usd=0.01)).admitted
+
+
 def test_monthly_budget_rolls_over_at_month_end_in_its_time_zone() -> None:
     zone = "Australia/Sydney"
     clock = ManualClock(wall=at("2026-01-31T23:59:00", zone))

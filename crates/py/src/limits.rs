@@ -88,7 +88,10 @@ impl ManualClock {
 }
 
 /// What a request brings to admission: scope values, tokens, worst-case cost.
-#[pyclass(module = "aiofast._core", frozen)]
+///
+/// One is built per request, so freed objects are kept for reuse (a free list) rather than
+/// returned to the allocator.
+#[pyclass(module = "aiofast._core", frozen, freelist = 64)]
 pub struct RequestContext {
     key: Option<Py<PyString>>,
     user: Option<Py<PyString>>,
@@ -245,8 +248,9 @@ impl Refusal {
 /// The answer to `Limiter.admit`.
 ///
 /// `admitted` and `handle` are read on every request, so they are stored as Python objects
-/// that the interpreter reads straight from the instance, without a call into Rust.
-#[pyclass(module = "aiofast._core", frozen)]
+/// that the interpreter reads straight from the instance, without a call into Rust. One is
+/// built per admission, so freed objects are kept for reuse (a free list).
+#[pyclass(module = "aiofast._core", frozen, freelist = 64)]
 pub struct Admission {
     /// True when no enforced limit refused the request.
     #[pyo3(get)]
