@@ -3,7 +3,9 @@
 
 use serde_json::Value;
 
-use super::engine::{redact, Finding, Guard, Matcher, Scope};
+use super::engine::Guard;
+use super::findings::{redact, Finding};
+use super::rules::{Matcher, Scope};
 use super::spec::{Action, Role, Target};
 use super::to_char_offsets;
 

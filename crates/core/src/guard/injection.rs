@@ -336,3 +336,40 @@ pub const PHRASES: &[Phrase] = &[
 pub fn combine(weights: impl IntoIterator<Item = f64>) -> f64 {
     1.0 - weights.into_iter().fold(1.0, |miss, w| miss * (1.0 - w))
 }
+
+/// Scores each non-overlapping phrase match by the noisy-OR of the strongest match of
+/// every family within `WINDOW` bytes; overlapping matches keep the strongest.
+pub fn score_phrases(matches: &mut [(usize, usize, usize)]) -> Vec<(usize, usize, f64, usize)> {
+    matches.sort_unstable_by_key(|&(s, e, p)| (s, e, p));
+    let mut scored = Vec::new();
+    for &(start, end, phrase) in matches.iter() {
+        let near = matches
+            .iter()
+            .filter(|&&(s, e, _)| s < end + WINDOW && e + WINDOW > start);
+        let mut best: Vec<(&str, f64)> = Vec::new();
+        for &(_, _, p) in near {
+            let (family, weight) = (PHRASES[p].family, PHRASES[p].weight);
+            match best.iter_mut().find(|(f, _)| *f == family) {
+                Some(slot) => slot.1 = slot.1.max(weight),
+                None => best.push((family, weight)),
+            }
+        }
+        let score = combine(best.iter().map(|&(_, w)| w)).max(PHRASES[phrase].weight);
+        scored.push((start, end, score, phrase));
+    }
+    // Of overlapping matches keep the strongest phrase, then the earliest.
+    scored.sort_by(|a, b| {
+        PHRASES[b.3]
+            .weight
+            .total_cmp(&PHRASES[a.3].weight)
+            .then(a.0.cmp(&b.0))
+    });
+    let mut kept: Vec<(usize, usize, f64, usize)> = Vec::new();
+    for m in scored {
+        if !kept.iter().any(|k| k.0 < m.1 && m.0 < k.1) {
+            kept.push(m);
+        }
+    }
+    kept.sort_unstable_by_key(|m| (m.0, m.1));
+    kept
+}

@@ -9,19 +9,24 @@
 mod blobs;
 mod chat;
 mod checks;
+mod compile;
 mod detectors;
 mod engine;
+mod findings;
 mod injection;
 mod packs;
 mod phone;
+mod rules;
 mod schema;
 pub mod spec;
 mod stream;
 mod text;
 
 pub use chat::{ChatFinding, ChatVerdict};
-pub use engine::{Finding, Guard, Rule, Scope};
+pub use engine::Guard;
+pub use findings::Finding;
 pub use packs::PACK_NAMES;
+pub use rules::{Rule, Scope};
 pub use schema::OutputSchema;
 pub use spec::{Action, AppliesTo, Role, RuleSetSpec, Severity, Target};
 pub use stream::{StreamScanner, StreamStep};
@@ -36,7 +41,7 @@ impl Guard {
 
     /// `text` with the `redact` findings replaced by their placeholders.
     pub fn redact_text(&self, text: &str, scope: Scope) -> String {
-        engine::redact(text, &self.scan(text, scope), &self.rules)
+        findings::redact(text, &self.scan(text, scope), &self.rules)
     }
 }
 

@@ -12,7 +12,9 @@
 
 use std::sync::Arc;
 
-use super::engine::{redact, Finding, Guard, Scope};
+use super::engine::Guard;
+use super::findings::{redact, Finding};
+use super::rules::Scope;
 
 pub struct StreamScanner {
     guard: Arc<Guard>,
