@@ -28,14 +28,17 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiofast.errors import ConfigError, StoreUnavailableError
 from aiofast.stores import metrics
-from aiofast.stores.redis import RedisStore
+
+if TYPE_CHECKING:
+    # Only a policy with [redis] loads redis-py (several MiB of a gateway's memory).
+    from aiofast.stores.redis import RedisStore
 
 __all__ = [
     "CACHE_HEADER",

@@ -47,7 +47,7 @@ import logging
 import os
 import time
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -65,7 +65,6 @@ from aiofast.relay import Sink, StreamRelay
 from aiofast.sse import format_event
 from aiofast.stages import SUPERSEDED, Stages
 from aiofast.stores import metrics as store_metrics
-from aiofast.stores.shared import SharedState
 from aiofast.superseded import price_superseded, superseded_row
 from aiofast.telemetry import Metrics, log_request
 from aiofast.tokens import TokenCounter, count_chat, count_tokens
@@ -78,6 +77,9 @@ from aiofast.usage import (
     read_anthropic_body,
     read_openai_body,
 )
+
+if TYPE_CHECKING:
+    from aiofast.stores.shared import SharedState
 
 __all__ = ["Pipeline", "Sink"]
 
@@ -112,7 +114,12 @@ class Pipeline:
         self._price_models: dict[tuple[str, str], str] = {}
         # Shared with the other gateway processes through Redis ([redis]); None keeps
         # everything in this process.
-        self.shared = SharedState(policy.redis) if policy.redis is not None else None
+        self.shared: SharedState | None = None
+        if policy.redis is not None:
+            # Imported here: only a policy with [redis] loads redis-py (several MiB).
+            from aiofast.stores.shared import SharedState
+
+            self.shared = SharedState(policy.redis)
         self.cache = (
             ResponseCache.from_settings(policy.cache, self.shared.store if self.shared else None)
             if policy.cache.routes

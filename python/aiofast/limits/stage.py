@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiofast._core import RequestContext as LimitRequest
 from aiofast.context import RequestContext
@@ -38,8 +38,11 @@ from aiofast.limits.metrics import LimitsCollector, usage_report
 from aiofast.policy import DeploymentPolicy, Policy
 from aiofast.prices import PriceTable
 from aiofast.refusals import RequestRefused, rate_limited
-from aiofast.stores.shared import SharedState
-from aiofast.stores.shared_limits import SharedLimiter
+
+if TYPE_CHECKING:
+    # Only a policy with [redis] loads redis-py (several MiB of a gateway's memory).
+    from aiofast.stores.shared import SharedState
+    from aiofast.stores.shared_limits import SharedLimiter
 
 __all__ = ["LimitsStage", "limits_stage"]
 
@@ -92,10 +95,10 @@ class LimitsStage:
         request = self.request_of(ctx)
         engine = self.limiter
         admission: Any
-        if isinstance(engine, SharedLimiter):
-            admission = await engine.admit(request)
-        else:
+        if isinstance(engine, Limiter):
             admission = engine.admit(request)
+        else:  # the shared limiter, through Redis
+            admission = await engine.admit(request)
         headers = ratelimit_headers(admission)
         ctx.response_headers.update(headers)
         for shadow in admission.shadow_refusals:
@@ -134,22 +137,22 @@ class LimitsStage:
             # but the tokens sent count against token limits, as providers count them.
             input_tokens, output_tokens, usd = ctx.input_tokens, ctx.output_tokens_counted, 0.0
         engine = self.limiter
-        if isinstance(engine, SharedLimiter):
+        if isinstance(engine, Limiter):
+            engine.settle(handle, input_tokens, output_tokens, usd)
+        else:  # the shared limiter, through Redis
             task = asyncio.ensure_future(engine.settle(handle, input_tokens, output_tokens, usd))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
-        else:
-            engine.settle(handle, input_tokens, output_tokens, usd)
 
     def report(self, max_entries: int = 1000) -> dict[str, Any] | None:
         """The limits part of ``/aiofast/usage``; None when Redis holds the state."""
-        if isinstance(self.limiter, SharedLimiter):
+        if not isinstance(self.limiter, Limiter):  # the shared limiter keeps it in Redis
             return None
         return usage_report(self.limiter, max_entries=max_entries)
 
     def collector(self) -> LimitsCollector | None:
         """Prometheus series of the in-process limiter (the Redis store has its own)."""
-        if isinstance(self.limiter, SharedLimiter):
+        if not isinstance(self.limiter, Limiter):
             return None
         return LimitsCollector(self.limiter)
 

@@ -179,7 +179,10 @@ fn hex(bytes: &[u8]) -> String {
 /// Parses `<base64> <rank>` lines; on error, the 1-based number of the bad line.
 fn parse(content: &[u8]) -> std::result::Result<RankMap, usize> {
     let mut ranks = RankMap::default();
-    ranks.short.reserve(content.len() / 12);
+    // Reserve for exactly one entry per line: a table sized from a guess rounds up to the
+    // next power of two and can hold twice the memory the vocabulary needs.
+    let tokens = content.iter().filter(|&&b| b == b'\n').count();
+    ranks.short.reserve(tokens);
     let lines = content
         .split(|&b| b == b'\n')
         .filter(|line| !line.is_empty());
