@@ -70,6 +70,11 @@ class FaultyUpstream:
             await response.write(b'data: {"error": {"type": "overloaded_error"}}\n\n')
             return response
         parts = [chunk(f"{name}-{i} ") for i in range(4)]
+        if action[0] == "stall":
+            # Some chunks, then silence with the connection open, as a stuck upstream.
+            for part in parts[: action[1]]:
+                await response.write(part)
+            await asyncio.sleep(3600)
         if action[0] == "cut":
             for part in parts[: action[1]]:
                 await response.write(part)

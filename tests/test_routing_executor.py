@@ -194,6 +194,46 @@ async def test_stream_cut_after_first_chunk_ends_with_an_error_event(
     assert (state["failures"], state["in_flight"]) == (1, 0)
 
 
+async def test_stream_that_stalls_after_commitment_ends_at_its_total_timeout(
+    upstream: FaultyUpstream, session: Any
+) -> None:
+    router = Router(spec(), seed=1)
+    upstream.script("a", ("stall", 2))
+    routed = await run(router, upstream, session, stream=True)
+    started = asyncio.get_running_loop().time()
+    pieces = [piece async for piece in routed.stream]
+    waited = asyncio.get_running_loop().time() - started
+    assert b"a-1" in b"".join(pieces)
+    last = orjson.loads(pieces[-1].removeprefix(b"data: "))
+    assert last["error"]["code"] == "timeout"
+    assert routed.stream_error == "timeout"
+    # timeouts.total (0.5 s) ends the stuck stream; slack for a loaded machine.
+    assert waited < 1.5
+    state = router.snapshot()["deployments"]["a"]
+    assert (state["failures"], state["in_flight"]) == (1, 0)
+
+
+async def test_a_cancelled_reader_is_cancelled_not_timed_out(
+    upstream: FaultyUpstream, session: Any
+) -> None:
+    router = Router(spec(), seed=1)
+    upstream.script("a", ("stall", 1))
+    routed = await run(router, upstream, session, stream=True)
+    assert routed.stream is not None
+
+    async def read_all() -> list[bytes]:
+        return [piece async for piece in routed.stream]
+
+    reader = asyncio.ensure_future(read_all())
+    await asyncio.sleep(0.05)
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert routed.stream_error is None
+    state = router.snapshot()["deployments"]["a"]
+    assert (state["failures"], state["in_flight"]) == (0, 0)
+
+
 async def test_abandoned_stream_leaves_no_call_in_flight(
     upstream: FaultyUpstream, session: Any
 ) -> None:

@@ -199,6 +199,54 @@ else:  # pragma: no cover - Python 3.10 has no asyncio.timeout
         return await asyncio.wait_for(awaitable, seconds)
 
 
+class _StreamDeadline:
+    """One timer for a whole stream: reads past the deadline raise TimeoutError.
+
+    An ``asyncio.timeout`` around every chunk would arm and disarm a timer per chunk
+    (several microseconds each); this arms one per stream. When it fires during a read,
+    it cancels the reading task the way ``asyncio.timeout`` does, and the read raises
+    TimeoutError; when it fires between reads, the next read raises it at once. A
+    cancellation from elsewhere stays a cancellation.
+    """
+
+    __slots__ = ("_cancelling", "_fired", "_handle", "_reader", "_timed_out")
+
+    def __init__(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_at(loop.time() + seconds, self._expire)
+        self._timed_out = False
+        self._fired = False
+        self._reader: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+
+    def _expire(self) -> None:
+        self._timed_out = True
+        if self._reader is not None:
+            self._fired = True
+            self._reader.cancel()
+
+    async def read(self, chunks: AsyncIterator[bytes]) -> bytes:
+        """The next chunk; StopAsyncIteration at the end, TimeoutError past the deadline."""
+        if self._timed_out:
+            raise TimeoutError("stream deadline passed")
+        task = asyncio.current_task()
+        if task is None or sys.version_info < (3, 11):  # pragma: no cover - no uncancel()
+            remaining = self._handle.when() - asyncio.get_running_loop().time()
+            return await _within(chunks.__anext__(), max(remaining, 0.0))
+        self._reader, self._cancelling = task, task.cancelling()
+        try:
+            return await chunks.__anext__()
+        except asyncio.CancelledError as exc:
+            if self._fired and task.uncancel() <= self._cancelling:
+                raise TimeoutError("stream deadline passed") from exc
+            raise
+        finally:
+            self._reader = None
+
+    def close(self) -> None:
+        self._handle.cancel()
+
+
 def _error_event(code: str, message: str) -> bytes:
     error = {"message": message, "type": "upstream_error", "code": code}
     return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
@@ -432,12 +480,12 @@ class Executor:
         tail = first[-_TAIL:]
         failure: str | None = None
         finished = False
+        timer = _StreamDeadline(max(deadline - self.router.clock(), 0.0))
         try:
             yield first
             while reply.chunks is not None:
-                remaining = deadline - self.router.clock()
                 try:
-                    chunk: bytes = await _within(reply.chunks.__anext__(), max(remaining, 0.0))
+                    chunk = await timer.read(reply.chunks)
                 except StopAsyncIteration:
                     break
                 tail = (tail + chunk)[-_TAIL:]
@@ -450,6 +498,7 @@ class Executor:
         except (OSError, aiohttp.ClientError):
             failure, finished = "stream_cut", True
         finally:
+            timer.close()
             await _release(reply)
             if finished:
                 self.router.record(name, failure is None, attempt.elapsed)
