@@ -102,6 +102,10 @@ def python_scan(text: str, words: list[str]) -> list[tuple[int, int, str]]:
     for rule, pattern, ok in DETECTORS:
         found += [(m.start(), m.end(), rule) for m in pattern.finditer(text) if ok(text, m)]
     lower = text.lower()
+    if len(lower) != len(text):
+        # A few characters lower-case to two ("İ"); keep offsets on the original text.
+        lower = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    banned = []
     for w in words:
         at = lower.find(w)
         while at != -1:
@@ -111,8 +115,15 @@ def python_scan(text: str, words: list[str]) -> list[tuple[int, int, str]]:
             if not (before.isascii() and before.isalnum()) and not (
                 after.isascii() and after.isalnum()
             ):
-                found.append((at, end, "banned"))
+                banned.append((at, end))
             at = lower.find(w, end)
+    # One finding per place, the longest word there ("nsfw images" over "nsfw"), as
+    # a leftmost-longest automaton reports them.
+    reach = -1
+    for at, end in sorted(banned, key=lambda m: (m[0], -m[1])):
+        if at >= reach:
+            found.append((at, end, "banned"))
+            reach = end
     return sorted(found)
 
 

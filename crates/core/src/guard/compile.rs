@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 const UNBOUNDED_MATCH_LEN: usize = 1024;
 /// Regex compilation budget per pattern (bytes of compiled program).
 const REGEX_SIZE_LIMIT: usize = 8 << 20;
+/// Lazy DFA cache of each regex set, per thread that scans.
+const SET_DFA_CACHE: usize = 32 << 20;
 
 fn compile_regex(pattern: &str, case_insensitive: bool, what: &str) -> Result<Regex> {
     RegexBuilder::new(pattern)
@@ -260,6 +262,10 @@ impl Guard {
 fn build_set(patterns: &[String]) -> Result<RegexSet> {
     RegexSetBuilder::new(patterns)
         .size_limit(REGEX_SIZE_LIMIT * 4)
+        // The set's lazy DFA asks for every pattern at every position (overlapping
+        // search); with the default cache it keeps throwing states away and rebuilding
+        // them, which cost more than the rest of the scan together.
+        .dfa_size_limit(SET_DFA_CACHE)
         .build()
         .map_err(|e| Error::Config(format!("guard rules: cannot combine patterns: {e}")))
 }

@@ -263,18 +263,21 @@ fn fold_confusable(c: char) -> char {
 fn fold_leetspeak(bytes: &mut [u8]) {
     let mut start = 0;
     while start < bytes.len() {
-        if !is_word_byte(bytes[start]) {
+        if BYTE_CLASS[usize::from(bytes[start])] & WORD == 0 {
             start += 1;
             continue;
         }
         let mut end = start;
-        let (mut letters, mut leet) = (false, false);
-        while end < bytes.len() && is_word_byte(bytes[end]) {
-            letters |= bytes[end].is_ascii_lowercase();
-            leet |= leet_letter(bytes[end]).is_some();
+        let mut seen = 0u8;
+        while end < bytes.len() {
+            let class = BYTE_CLASS[usize::from(bytes[end])];
+            if class & WORD == 0 {
+                break;
+            }
+            seen |= class;
             end += 1;
         }
-        if letters && leet {
+        if seen & (LOWER | LEET) == LOWER | LEET {
             let last = end - start - 1;
             for (i, b) in bytes[start..end].iter_mut().enumerate() {
                 // Symbols only stand for letters inside a word: "h!t" but not "stop!".
@@ -290,11 +293,34 @@ fn fold_leetspeak(bytes: &mut [u8]) {
     }
 }
 
-fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'@' | b'$' | b'!' | b'|')
-}
+/// Bits of `BYTE_CLASS`: part of a word, a lower-case letter, a leetspeak stand-in.
+const WORD: u8 = 1;
+const LOWER: u8 = 2;
+const LEET: u8 = 4;
 
-fn leet_letter(b: u8) -> Option<u8> {
+/// The class of every byte, looked up once per byte: folding runs over every prompt.
+static BYTE_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        let mut class = 0;
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'@' | b'$' | b'!' | b'|') {
+            class |= WORD;
+        }
+        if byte.is_ascii_lowercase() {
+            class |= LOWER;
+        }
+        if leet_letter(byte).is_some() {
+            class |= LEET;
+        }
+        table[b] = class;
+        b += 1;
+    }
+    table
+};
+
+const fn leet_letter(b: u8) -> Option<u8> {
     Some(match b {
         b'0' => b'o',
         b'1' | b'!' => b'i',
