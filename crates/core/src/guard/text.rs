@@ -58,8 +58,22 @@ impl<'a> Views<'a> {
         if original.is_ascii() {
             return ascii_views(original);
         }
-        unicode_views(original)
+        unicode_views(original, !already_clean(original))
     }
+}
+
+/// Whether `text` is its own `clean` view: already NFKC, with nothing hidden. Most
+/// non-ASCII prose is, and then the view needs neither a copy nor a map.
+fn already_clean(text: &str) -> bool {
+    let mut prev = None;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !c.is_ascii() && is_hidden(c, prev, chars.peek().copied()) {
+            return false;
+        }
+        prev = Some(c);
+    }
+    is_nfkc_quick(text.chars()) == IsNormalized::Yes
 }
 
 fn ascii_views(original: &str) -> Views<'_> {
@@ -112,8 +126,9 @@ impl Builder {
     }
 }
 
-fn unicode_views(original: &str) -> Views<'_> {
-    let mut clean = Builder::with_capacity(original.len());
+/// Both views of a non-ASCII text; `build_clean` false when the text is already clean.
+fn unicode_views(original: &str, build_clean: bool) -> Views<'_> {
+    let mut clean = Builder::with_capacity(if build_clean { original.len() } else { 0 });
     let mut folded = Builder::with_capacity(original.len());
     let mut hidden: Vec<(usize, usize)> = Vec::new();
     let mut prev: Option<char> = None;
@@ -129,7 +144,9 @@ fn unicode_views(original: &str) -> Views<'_> {
             .unwrap_or(bytes.len() - at);
         if run > 0 {
             let chunk = &original[at..at + run];
-            clean.push_ascii(chunk, at);
+            if build_clean {
+                clean.push_ascii(chunk, at);
+            }
             folded.push_ascii(&chunk.to_ascii_lowercase(), at);
             prev = chunk.chars().next_back();
             at += run;
@@ -153,8 +170,10 @@ fn unicode_views(original: &str) -> Views<'_> {
         }
         prev = Some(c);
         // Most non-ASCII letters are already NFKC; the full normaliser is slow per char.
-        if is_nfkc_quick(std::iter::once(c)) == IsNormalized::Yes {
-            clean.push(c, at);
+        if !build_clean || is_nfkc_quick(std::iter::once(c)) == IsNormalized::Yes {
+            if build_clean {
+                clean.push(c, at);
+            }
             push_folded(&mut folded, c, at);
         } else {
             for n in std::iter::once(c).nfkc() {
@@ -167,12 +186,20 @@ fn unicode_views(original: &str) -> Views<'_> {
 
     let mut folded_bytes = folded.text.into_bytes();
     fold_leetspeak(&mut folded_bytes);
-    Views {
-        original,
-        clean: View {
+    let clean = if build_clean {
+        View {
             text: Cow::Owned(clean.text),
             map: Some(clean.map),
-        },
+        }
+    } else {
+        View {
+            text: Cow::Borrowed(original),
+            map: None,
+        }
+    };
+    Views {
+        original,
+        clean,
         folded: View {
             text: Cow::Owned(ascii_safe_string(folded_bytes)),
             map: Some(folded.map),
@@ -337,6 +364,18 @@ const fn leet_letter(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clean_non_ascii_text_is_its_own_clean_view() {
+        let v = Views::new("Grüße aus Köln, 😀 ok");
+        assert!(matches!(v.clean.text, Cow::Borrowed(_)));
+        assert_eq!(v.clean.to_original(v.original, 3, 7), (3, 7));
+        assert_eq!(v.folded.text, "grüße aus köln, 😀 ok");
+
+        let v = Views::new("Grü\u{200B}ße \u{FB01}ne");
+        assert_eq!(v.clean.text, "Grüße fine");
+        assert_eq!(v.hidden, [(4, 7)]);
+    }
 
     #[test]
     fn ascii_is_aligned_and_folded() {
