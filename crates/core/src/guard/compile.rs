@@ -1,7 +1,7 @@
 //! Compiling a rule set once: packs expanded, overrides applied, every pattern built
 //! and combined into the regex sets a scan asks first.
 
-use aho_corasick::{AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use super::detectors;
@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 const UNBOUNDED_MATCH_LEN: usize = 1024;
 /// Regex compilation budget per pattern (bytes of compiled program).
 const REGEX_SIZE_LIMIT: usize = 8 << 20;
+/// Word lists up to this many bytes get a full DFA (a few MB at most).
+const DFA_WORD_BYTES: usize = 64 * 1024;
 /// Lazy DFA cache of each regex set, per thread that scans.
 const SET_DFA_CACHE: usize = 32 << 20;
 
@@ -128,8 +130,13 @@ fn compile_matcher(spec: &RuleSpec) -> Result<(Matcher, String)> {
                 return Err(Error::Config(format!("{what}: words must not be empty")));
             }
             let max_len = folded.iter().map(String::len).max().unwrap_or(0);
+            // A full DFA is one table lookup per scanned byte, at a memory cost that
+            // grows with the list; huge lists keep the crate's own choice.
+            let total: usize = folded.iter().map(String::len).sum();
+            let kind = (total <= DFA_WORD_BYTES).then_some(AhoCorasickKind::DFA);
             let automaton = AhoCorasickBuilder::new()
                 .match_kind(MatchKind::LeftmostLongest)
+                .kind(kind)
                 .build(&folded)
                 .map_err(|e| Error::Config(format!("{what}: {e}")))?;
             let m = Matcher::Literal {
