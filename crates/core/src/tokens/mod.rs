@@ -12,6 +12,7 @@
 
 mod bpe;
 mod chars;
+mod packed_table;
 mod piece_cache;
 mod pretokenize;
 mod rank_queue;

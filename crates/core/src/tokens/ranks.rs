@@ -8,20 +8,25 @@ use flate2::read::GzDecoder;
 use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
 
+use super::packed_table::{PackedTable, RANK_LIMIT, TABLE_MAX};
 use crate::{Error, Result};
 
 /// Token bytes to rank; the lookup is the hot path of counting.
 ///
-/// Tokens of up to 15 bytes (nearly all of them, and nearly every lookup) are packed with
-/// their length into one `u128` key, so a lookup hashes two words and compares in place
-/// instead of following a pointer to the key's bytes. FxHash: the keys come from a fixed
-/// vocabulary, so a fast non-cryptographic hash is safe.
+/// Tokens of up to 12 bytes (nearly all of them, and nearly every lookup) are packed with
+/// their length into one `u128` key in a [`PackedTable`], so a lookup hashes two words and
+/// compares in place instead of following a pointer to the key's bytes. A fast fixed hash
+/// is safe: the keys come from a fixed vocabulary, so text can only choose which probe
+/// sequences to walk, never make them longer. Longer tokens use FxHash.
 ///
 /// Two-byte tokens, the first lookups of every merge, also sit in a direct table.
 pub struct RankMap {
     pairs: Box<[u32]>,
     max_rank: u32,
-    short: FxHashMap<u128, u32>,
+    short: PackedTable,
+    // Whether a token of at most `TABLE_MAX` bytes has a rank too large for the packed
+    // table and sits in `long` (never, for the embedded files).
+    short_in_long: bool,
     long: FxHashMap<Box<[u8]>, u32>,
 }
 
@@ -30,7 +35,8 @@ impl Default for RankMap {
         RankMap {
             pairs: vec![NO_RANK; 1 << 16].into_boxed_slice(),
             max_rank: 0,
-            short: FxHashMap::default(),
+            short: PackedTable::default(),
+            short_in_long: false,
             long: FxHashMap::default(),
         }
     }
@@ -101,12 +107,13 @@ impl RankMap {
 
     #[inline]
     fn rank_hashed(&self, bytes: &[u8]) -> u32 {
-        let found = if bytes.len() <= PACKED_MAX {
-            self.short.get(&pack(bytes))
-        } else {
-            self.long.get(bytes)
-        };
-        found.copied().unwrap_or(NO_RANK)
+        if bytes.len() <= TABLE_MAX {
+            let rank = self.short.get(pack(bytes));
+            if rank != NO_RANK || !self.short_in_long {
+                return rank;
+            }
+        }
+        self.long.get(bytes).copied().unwrap_or(NO_RANK)
     }
 
     pub fn insert(&mut self, bytes: &[u8], rank: u32) {
@@ -114,9 +121,10 @@ impl RankMap {
         if let [a, b] = bytes {
             self.pairs[usize::from(*a) << 8 | usize::from(*b)] = rank;
         }
-        if bytes.len() <= PACKED_MAX {
+        if bytes.len() <= TABLE_MAX && rank < RANK_LIMIT {
             self.short.insert(pack(bytes), rank);
         } else {
+            self.short_in_long |= bytes.len() <= TABLE_MAX;
             self.long.insert(bytes.into(), rank);
         }
     }
@@ -179,10 +187,10 @@ fn hex(bytes: &[u8]) -> String {
 /// Parses `<base64> <rank>` lines; on error, the 1-based number of the bad line.
 fn parse(content: &[u8]) -> std::result::Result<RankMap, usize> {
     let mut ranks = RankMap::default();
-    // Reserve for exactly one entry per line: a table sized from a guess rounds up to the
+    // Size for exactly one entry per line: a table sized from a guess rounds up to the
     // next power of two and can hold twice the memory the vocabulary needs.
     let tokens = content.iter().filter(|&&b| b == b'\n').count();
-    ranks.short.reserve(tokens);
+    ranks.short = PackedTable::with_capacity(tokens);
     let lines = content
         .split(|&b| b == b'\n')
         .filter(|line| !line.is_empty());
@@ -218,6 +226,16 @@ mod tests {
         fn pack_equals_a_plain_copy(bytes in proptest::collection::vec(0u8.., 0..=PACKED_MAX)) {
             proptest::prop_assert_eq!(pack(&bytes), pack_by_copy(&bytes));
         }
+    }
+
+    #[test]
+    fn short_tokens_with_huge_ranks_are_found() {
+        let mut ranks = RankMap::default();
+        ranks.insert(b"abc", RANK_LIMIT + 5);
+        ranks.insert(b"abd", 7);
+        assert_eq!(ranks.get(b"abc"), Some(RANK_LIMIT + 5));
+        assert_eq!(ranks.get(b"abd"), Some(7));
+        assert_eq!(ranks.get(b"abe"), None);
     }
 
     #[test]
