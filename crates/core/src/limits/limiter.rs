@@ -261,44 +261,37 @@ impl Limiter {
     /// Decides a request against every limit that applies to it.
     pub fn admit(&self, request: &Request<'_>) -> Result<Admission> {
         let now = self.clock.monotonic_ns();
+        // Lock in limit order, then decide everything before changing anything.
         let mut steps: Steps<'_> = SmallVec::new();
+        let mut guards: SmallVec<[MutexGuard<'_, Shard>; 4]> = SmallVec::new();
         for (limit, compiled) in self.limits.iter().enumerate() {
             if let Some(value) = compiled.spec.applies_to(&request.scopes) {
-                steps.push(Step {
+                let step = Step {
                     limit,
                     key: compiled.store.hash(value),
                     budget_now: self.budget_now(&compiled.spec, now)?,
-                });
+                };
+                guards.push(compiled.store.lock(step.key));
+                steps.push(step);
             }
         }
-
-        // Lock in limit order, then decide everything before changing anything.
-        let mut guards: SmallVec<[MutexGuard<'_, Shard>; 4]> = steps
-            .iter()
-            .map(|step| self.limits[step.limit].store.lock(step.key))
-            .collect();
-        let mut slots: SmallVec<[&mut Slot; 4]> = guards
-            .iter_mut()
-            .zip(&steps)
-            .map(|(shard, step)| {
-                shard.entry(step.key, |s| s.is_idle(now, step.budget_now.as_ref()))
-            })
-            .collect();
-        let decisions: SmallVec<[Decision; 4]> = slots
-            .iter_mut()
-            .zip(&steps)
-            .map(|(slot, step)| {
-                let compiled = &self.limits[step.limit];
-                let ask = Ask {
-                    now,
-                    tokens: request.tokens,
-                    cost: request.cost_nano,
-                    budget_now: step.budget_now.as_ref(),
-                    mean_hold_ns: compiled.mean_hold_ns(),
-                };
-                decision::decide(&compiled.spec, &mut slot.1, &ask)
-            })
-            .collect();
+        // One pass finds each scope value's entry and decides it, so the entries and the
+        // decisions are built side by side without a second walk over the steps.
+        let mut slots: SmallVec<[&mut Slot; 4]> = SmallVec::new();
+        let mut decisions: SmallVec<[Decision; 4]> = SmallVec::new();
+        for (shard, step) in guards.iter_mut().zip(&steps) {
+            let slot = shard.entry(step.key, |s| s.is_idle(now, step.budget_now.as_ref()));
+            let compiled = &self.limits[step.limit];
+            let ask = Ask {
+                now,
+                tokens: request.tokens,
+                cost: request.cost_nano,
+                budget_now: step.budget_now.as_ref(),
+                mean_hold_ns: compiled.mean_hold_ns(),
+            };
+            decisions.push(decision::decide(&compiled.spec, &mut slot.1, &ask));
+            slots.push(slot);
+        }
 
         let mut admission = Admission {
             handle: 0,
