@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import gc
 import itertools
 import re
+
+import orjson
 
 import _harness as h
 from _loadgen import Exchange, Pool, clock, exchange_once
 from _mock_upstream import unstamp
 
 _EVENT = re.compile(rb"(?s)(data:.*?)\r?\n\r?\n")
-_STAMP = re.compile(rb"~([a-z]+)~")
+_STAMP = re.compile(r"~([a-z]+)~")
 
 TARGET_GAP_P99_US = 50.0
 
@@ -45,18 +48,36 @@ def stream_problem(exchange: Exchange, chunks: int) -> str | None:
 def relays(exchange: Exchange, chunks: int) -> list[float]:
     """Seconds each content chunk's text took from the mock's write to the client's read.
 
-    A gateway may deliver a chunk's text with a later event: a streamed-output guard holds
-    back a tail until it knows no match runs through it. That delay is what a reader sees,
-    so each stamp counts from the event that finally carried it.
+    A gateway may deliver a chunk's text with later events, even split across two: a
+    streamed-output guard holds back a tail until it knows no match runs through it. That
+    delay is what a reader sees, so each stamp counts from the event that completed it.
     """
-    payloads = _EVENT.findall(exchange.body)
-    result = []
-    for arrival, payload in zip(exchange.events, payloads, strict=False):
-        for found in _STAMP.finditer(payload):
-            result.append(arrival - unstamp(found.group(1).decode()))
+    pieces: list[str] = []
+    ends: list[int] = []  # the answer's length after each event that carried text
+    arrivals: list[float] = []
+    for arrival, payload in zip(exchange.events, _EVENT.findall(exchange.body), strict=False):
+        piece = _content(payload)
+        if piece:
+            pieces.append(piece)
+            ends.append((ends[-1] if ends else 0) + len(piece))
+            arrivals.append(arrival)
+    result = [
+        arrivals[bisect.bisect_left(ends, found.end())] - unstamp(found.group(1))
+        for found in _STAMP.finditer("".join(pieces))
+    ]
     if len(result) != chunks:
         raise SystemExit(f"{chunks} chunks were stamped but {len(result)} stamps arrived")
     return result
+
+
+def _content(payload: bytes) -> str:
+    """The text of one ``data:`` event of a chat completion stream ("" for any other)."""
+    data = payload.removeprefix(b"data:").strip()
+    if not data.startswith(b"{"):
+        return ""
+    choices = orjson.loads(data).get("choices") or [{}]
+    content = (choices[0].get("delta") or {}).get("content")
+    return content if isinstance(content, str) else ""
 
 
 async def one_stream(pool: Pool, raw: bytes) -> Exchange:
