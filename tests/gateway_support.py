@@ -108,6 +108,19 @@ class RunningGateway:
 
 
 @contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on a free loopback port: a stand-in upstream; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
 async def running(app_or_policy: web.Application | Policy) -> AsyncIterator[RunningGateway]:
     app = app_or_policy if isinstance(app_or_policy, web.Application) else create_app(app_or_policy)
     runner = web.AppRunner(app, access_log=None)

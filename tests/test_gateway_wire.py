@@ -21,7 +21,7 @@ from aiohttp import web
 from aiofast.policy import Policy, policy_from_mapping
 from aiofast.prices import PriceTable, cost
 from aiofast.upstream import USER_AGENT
-from gateway_support import WIRE, running, sse_data
+from gateway_support import WIRE, running, serving, sse_data
 
 OPENAI = WIRE / "openai"
 ANTHROPIC = WIRE / "anthropic"
@@ -66,14 +66,8 @@ async def _replay(request: web.Request) -> web.StreamResponse:
 async def replay_upstream() -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_post("/{provider}/v1/{tail:.*}", _replay)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base:
+        yield base
 
 
 def wire_policy(base: str) -> Policy:

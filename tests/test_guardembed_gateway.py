@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from aiofast.policy import Policy, policy_from_mapping
-from gateway_support import running
+from gateway_support import running, serving
 
 SECRET = "sk-proj-" + "Zq7Xc9Vb2Nm4Lk8Jh6Gf3Ds1Ap0Ow5Ie"
 EMAIL = "ada.lovelace@example.org"
@@ -39,14 +39,8 @@ async def embeddings_upstream() -> AsyncIterator[tuple[str, list[dict[str, Any]]
 
     app = web.Application()
     app.router.add_post("/v1/embeddings", embeddings)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1", received
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base:
+        yield f"{base}/v1", received
 
 
 def embeddings_policy(

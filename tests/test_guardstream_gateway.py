@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from aiofast.policy import Policy, policy_from_mapping
-from gateway_support import chat, running, simulated_policy, sse_data
+from gateway_support import chat, running, serving, simulated_policy, sse_data
 
 SECRET = "sk-proj-" + "Zq7Xc9Vb2Nm4Lk8Jh6Gf3Ds1Ap0Ow5Ie"
 EMAIL = "ada.lovelace@example.org"
@@ -123,14 +123,8 @@ async def scripted_upstream(blocks: Sequence[Sequence[str]]) -> AsyncIterator[st
     app = web.Application()
     app.router.add_post("/v1/chat/completions", stream)
     app.router.add_post("/v1/messages", stream)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base:
+        yield f"{base}/v1"
 
 
 def scripted_policy(base: str, guard: dict[str, Any]) -> Policy:

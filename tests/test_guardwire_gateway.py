@@ -14,7 +14,7 @@ from aiohttp import web
 
 from aiofast.errors import ConfigError
 from aiofast.policy import default_policy, policy_from_mapping
-from gateway_support import chat, running, simulated_policy
+from gateway_support import chat, running, serving, simulated_policy
 
 SECRET = "sk-proj-" + "Zq7Xc9Vb2Nm4Lk8Jh6Gf3Ds1Ap0Ow5Ie"
 EMAIL = "ada.lovelace@example.org"
@@ -52,14 +52,8 @@ async def recording_upstream(
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", completions)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1", received
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base:
+        yield f"{base}/v1", received
 
 
 def recorded_policy(base: str, guard: dict[str, Any]) -> Any:
