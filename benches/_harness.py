@@ -571,8 +571,15 @@ def print_ratio(ratio: float | None, peer: str) -> None:
     print(f"ratio: {ratio:.2f}x vs {peer}" if ratio is not None else f"ratio: n/a vs {peer}")
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def prepare() -> str:
     """Pin the load generator and pick its event loop; returns the loop's name."""
+    # SIGTERM (from `timeout`, a CI runner or kill) unwinds like Ctrl-C, so the services
+    # the bench started are stopped by their context managers instead of left running.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     pin_self()
     if NICENESS:
         # Every process the bench starts inherits it.
