@@ -143,9 +143,8 @@ def main() -> int:
     print("PII on presidio-synth (overlap match, per entity type)")
     print(f"{'type':<8}{'precision':>11}{'recall':>9}{'tp':>6}{'fp':>6}{'fn':>6}")
     for label, row in pii.items():
-        print(
-            f"{label:<8}{row['precision']:>11.3f}{row['recall']:>9.3f}{row['tp']:>6}{row['fp']:>6}{row['fn']:>6}"
-        )
+        counts = f"{row['tp']:>6}{row['fp']:>6}{row['fn']:>6}"
+        print(f"{label:<8}{row['precision']:>11.3f}{row['recall']:>9.3f}{counts}")
 
     attacks = {k: v[:limit] for k, v in attack_corpora().items()}
     benign = {k: v[:limit] for k, v in benign_corpora().items()}

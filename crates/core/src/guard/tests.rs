@@ -204,13 +204,16 @@ fn chat_scan_covers_parts_tools_and_roles() {
     let g = Guard::from_json(
         r#"{"packs": ["pii"], "rules": [{"id": "no-acme", "kind": "literal", "words": ["acme corp"],
             "action": "block", "roles": ["user"]},
-            {"id": "big", "kind": "max_messages", "limit": 2, "action": "route", "tier": "large"}]}"#,
+            {"id": "big", "kind": "max_messages", "limit": 2, "action": "route",
+             "tier": "large"}]}"#,
     )
     .unwrap();
     let request = serde_json::json!({"messages": [
         {"role": "system", "content": "Never mention ACME Corp."},
         {"role": "user", "content": [{"type": "text", "text": "mail ada@example.org"}]},
-        {"role": "assistant", "tool_calls": [{"function": {"arguments": "{\"to\": \"bob@example.org\"}"}}]},
+        {"role": "assistant", "tool_calls": [
+            {"function": {"arguments": "{\"to\": \"bob@example.org\"}"}}
+        ]},
         {"role": "tool", "content": "about Acme  Corp"},
     ]});
     let verdict = g.scan_chat(&request, Target::Input, None);
