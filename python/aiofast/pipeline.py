@@ -62,6 +62,7 @@ from aiofast.policy import DeploymentPolicy, Policy
 from aiofast.prices import Cost, PriceTable, cost
 from aiofast.refusals import RequestRefused, bad_request, rate_limited, upstream_failed
 from aiofast.relay import Sink, StreamRelay
+from aiofast.routing.retry import retry_after
 from aiofast.sse import format_event
 from aiofast.stages import SUPERSEDED, Stages
 from aiofast.stores import metrics as store_metrics
@@ -501,10 +502,9 @@ class Pipeline:
         message, kind, code, param = _error_fields(raw)
         ctx.error_type = f"upstream_{status}"
         if status == 429:
-            retry_after = _retry_after(call.headers)
             return rate_limited(
                 f"Upstream {name!r} is rate limiting: {message}",
-                retry_after=retry_after,
+                retry_after=retry_after(call.headers),
                 code=code or "rate_limit_exceeded",
             )
         if 400 <= status < 500:
@@ -583,19 +583,3 @@ def _error_fields(raw: bytes) -> tuple[str, str | None, str | None, str | None]:
         error.get("code") if isinstance(error.get("code"), str) else None,
         error.get("param") if isinstance(error.get("param"), str) else None,
     )
-
-
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return float(value) / 1000
-        except ValueError:
-            pass
-    value = headers.get("Retry-After")
-    if value:
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
