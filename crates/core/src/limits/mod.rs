@@ -10,6 +10,7 @@
 //! The decision functions take plain data and the current time, so the same logic can run
 //! against state kept elsewhere (a Redis script) without change of meaning.
 
+pub mod admission;
 pub mod budget;
 pub mod clock;
 pub mod decision;
@@ -19,12 +20,13 @@ pub mod reservations;
 pub mod spec;
 pub mod store;
 
+pub use admission::{
+    Actual, Admission, BudgetView, EntryView, Headroom, LimitView, Refusal, Request,
+};
 pub use budget::{nano_to_usd, usd_to_nano, usd_to_nano_ceil, Budget, BudgetPeriod};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::RefusalCode;
-pub use limiter::{
-    Actual, Admission, BudgetView, EntryView, Headroom, LimitView, Limiter, Refusal, Request,
-};
+pub use limiter::Limiter;
 pub use rate::Rate;
 pub use spec::{LimitKind, LimitSpec, Mode, RequestScopes, ScopeKind};
 
